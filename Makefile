@@ -1,0 +1,46 @@
+# depthcube: `make setup` once, then `make cube` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+DEMO ?= data/demo
+CUBE ?= data/cube.zarr
+PYTHON ?= $(shell bash .ci/find-python312)
+
+.PHONY: setup cube demo build info test test-all test-fast bench bench-quick train-demo clean
+
+$(VENV)/.installed: pyproject.toml
+	@test -n "$(PYTHON)" || { echo "no Python >= 3.12 found; pass PYTHON=/path/to/python3.12" >&2; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@# pyinterp: wheels only (an sdist needs Boost/Eigen/cmake); the local mirror's missing dirs are noise.
+	set -o pipefail; $(PY) -m pip install -q --only-binary=pyinterp -e '.[test]' 2>&1 | { grep -v 'is ignored' || true; }
+	$(PY) -c 'import pyinterp, torch, zarr, xbatcher, netCDF4, gsw'
+	@touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/depthcube demo $(DEMO) --preset small
+
+cube: demo
+	$(BIN)/depthcube build configs/cube.yaml
+	$(BIN)/depthcube info $(CUBE)
+
+test: setup
+	$(BIN)/pytest -q -m "not slow" --timeout=600
+
+test-all: setup
+	$(BIN)/pytest -q --timeout=1800
+
+bench: setup
+	$(BIN)/depthcube bench --cube $(CUBE) --demo $(DEMO) --out bench/results.json
+
+bench-quick: setup
+	$(BIN)/depthcube bench --quick --out bench/results-quick.json
+
+train-demo: setup
+	$(BIN)/depthcube train configs/train.yaml
+
+clean:
+	rm -rf data/demo data/cube.zarr bench/results*.json
