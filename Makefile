@@ -7,7 +7,7 @@ DEMO ?= data/demo
 CUBE ?= data/cube.zarr
 PYTHON ?= $(shell bash .ci/find-python312)
 
-.PHONY: setup cube demo build info test test-all test-fast bench bench-quick train-demo clean
+.PHONY: setup cube demo test test-slow test-all bench bench-quick train-demo clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "no Python >= 3.12 found; pass PYTHON=/path/to/python3.12" >&2; exit 1; }
@@ -29,6 +29,10 @@ cube: demo
 
 test: setup
 	$(BIN)/pytest -q -m "not slow" --timeout=600
+
+# The slow tests alone (kill/resume, cluster, S3, notebook); .ci/run runs them after `make test`.
+test-slow: setup
+	$(BIN)/pytest -q -m slow --timeout=1800 || [ $$? -eq 5 ]  # 5 = no slow test selected
 
 test-all: setup
 	$(BIN)/pytest -q --timeout=1800

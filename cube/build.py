@@ -1,0 +1,604 @@
+"""``depthcube build``: raw NetCDF -> cube.zarr (DESIGN.md sections 4, 5 and 8).
+
+Plan of a build (each step names the layer it calls; this module imports no torch):
+
+1. **scan** (driver, cheap): expand the input globs, read each file's dates through the readers
+   (a one-cell slab, so bad files are found before any heavy work), pick the grid and the daily axis.
+2. **static** (driver): regrid the first GLORYS snapshot -> ``ocean_mask`` and ``bottom_level``;
+   build the patch index (``cube.patches``).
+3. **tasks** (dask, parallel over time, region writes to disjoint chunks):
+   ``ostia:<chunk>`` one daily chunk of OSTIA days; ``glorys:<file>`` every snapshot of one file;
+   ``profiles-a:<file>`` read + QC + vertical alignment of one profile file into a scratch table;
+   ``profiles-b:<chunk>`` rasterise the scratch rows of one daily chunk into count/sum.
+4. **publish**: patch index, attributes (config, version, inputs with checksums, rejects),
+   consolidated metadata, then rename ``<cube>.partial`` -> ``<cube>``.
+
+Incremental: a finished cube records every input with its checksum. Re-running with the same
+inputs does nothing; new inputs that extend the daily axis are appended in place (only the
+affected chunks are recomputed, consolidated metadata rewritten last). An interrupted build keeps
+its staging folder and journal (``.build/journal.jsonl``) and resumes where it stopped.
+Peak memory is bounded by one task per worker (a chunk of days or one input file), independent
+of the number of input files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import version as pkg_version
+from pathlib import Path
+
+import fsspec
+import numpy as np
+
+from . import store
+from .config import CubeConfig, to_dict
+from .constants import GLORYS_DEPTHS
+from .errors import InputError
+from .grid import CubeGrid
+from .layout import CONTRACT
+
+log = logging.getLogger("depthcube.build")
+
+PRODUCTS = ("ostia", "glorys", "en4", "argo")
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InputFile:
+    product: str
+    url: str
+    size: int
+    checksum: str
+
+    @property
+    def name(self) -> str:
+        return self.url.rstrip("/").rsplit("/", 1)[-1]
+
+    def key(self) -> str:
+        return f"{self.product}:{self.name}:{self.checksum}"
+
+
+def expand_inputs(cfg: CubeConfig) -> list[InputFile]:
+    """Every input file named by the config's globs/paths, sorted, with size and checksum."""
+    files = []
+    for product in PRODUCTS:
+        urls = set()
+        for pattern in getattr(cfg.inputs, product):
+            fs, path = fsspec.core.url_to_fs(pattern)
+            matches = fs.glob(path) if any(c in path for c in "*?[") else [path]
+            if not matches and not any(c in path for c in "*?["):
+                raise InputError(pattern, "not_found", "input file does not exist")
+            protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+            for m in matches:
+                urls.add(m if protocol in ("file", "local") else f"{protocol}://{m}")
+        for url in sorted(urls):
+            fs, path = fsspec.core.url_to_fs(url)
+            info = fs.info(path)
+            files.append(InputFile(product, url, int(info.get("size") or 0), _checksum(fs, path, info)))
+    return files
+
+
+def _checksum(fs, path, info) -> str:
+    """Content checksum (sha256 of the bytes) for files up to 64 MiB, else size+mtime token."""
+    if (info.get("size") or 0) <= 64 * 2**20:
+        return "sha256:" + hashlib.sha256(fs.cat_file(path)).hexdigest()[:32]
+    return "token:" + str(fs.checksum(path))
+
+
+# --------------------------------------------------------------------------------------------
+# Build report
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BuildReport:
+    """What a build did: numbers for the summary and the cube's attributes."""
+
+    output: str
+    status: str = "built"
+    inputs: list[dict] = field(default_factory=list)
+    rejects: list[dict] = field(default_factory=list)
+    profiles_used: int = 0
+    profiles_rejected: dict[str, int] = field(default_factory=dict)
+    levels_rejected: int = 0
+    tasks_run: int = 0
+    tasks_skipped: int = 0
+    seconds: float = 0.0
+    bytes_read: int = 0
+
+    def reject(self, f: InputFile | str, err: InputError):
+        url = f.url if isinstance(f, InputFile) else f
+        self.rejects.append({"file": url, "reason": err.reason, "detail": err.detail})
+
+
+# --------------------------------------------------------------------------------------------
+# Scan
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    grid: CubeGrid
+    days: np.ndarray                      # datetime64[D], the daily axis
+    ostia_by_day: dict[int, InputFile]    # day index -> file
+    glorys_times: np.ndarray              # datetime64[s], sorted unique snapshot times
+    glorys_files: list[tuple[InputFile, list[int]]]  # file -> indices into glorys_times
+    profile_files: list[InputFile]
+
+
+def _read(product: str, f: InputFile, cfg: CubeConfig, bbox=None):
+    from . import readers
+
+    if product == "ostia":
+        return readers.read_ostia(f.url, bbox=bbox)
+    if product == "glorys":
+        return readers.read_glorys(f.url, bbox=bbox)
+    if product == "en4":
+        return readers.read_en4(f.url, accepted_qc=cfg.profiles.accepted_qc,
+                                temperature=cfg.profiles.temperature, bbox=bbox)
+    return readers.read_argo(f.url, accepted_qc=cfg.profiles.accepted_qc, bbox=bbox)
+
+
+def _probe_bbox(ds) -> tuple[float, float, float, float]:
+    lat, lon = float(ds["lat"][0]), float(ds["lon"][0])
+    return (lat - 0.01, lat + 0.01, lon - 0.01, lon + 0.01)
+
+
+def scan(cfg: CubeConfig, files: list[InputFile], report: BuildReport, strict: bool) -> Plan:
+    """Dates of every file (read through the readers, so broken files are rejected here) and the grid."""
+    by_product = {p: [f for f in files if f.product == p] for p in PRODUCTS}
+
+    def guarded(f, fn):
+        try:
+            return fn()
+        except InputError as e:
+            if strict:
+                raise
+            report.reject(f, e)
+            return None
+
+    ostia_days: dict[np.datetime64, InputFile] = {}
+    first_ostia = None
+    for f in by_product["ostia"]:
+        ds = guarded(f, lambda: _read("ostia", f, cfg, bbox=_probe_bbox(first_ostia) if first_ostia is not None else None))
+        if ds is None:
+            continue
+        if first_ostia is None:
+            first_ostia = ds
+        day = np.datetime64(ds["time"].values[0], "D")
+        if day in ostia_days:
+            err = InputError(f.url, "duplicate_time", f"OSTIA day {day} is already provided by {ostia_days[day].name}")
+            guarded(f, lambda: (_ for _ in ()).throw(err))
+            continue
+        ostia_days[day] = f
+
+    grid = _choose_grid(cfg, first_ostia, by_product["glorys"], report, strict)
+    days = _daily_axis(cfg, ostia_days, by_product["glorys"])
+    index = {d: i for i, d in enumerate(days)}
+    ostia_by_day = {index[d]: f for d, f in ostia_days.items() if d in index}
+
+    glorys_entries = []
+    bbox = (grid.lat_south, grid.lat_north, grid.lon_west, grid.lon_east)
+    seen_times: dict[np.datetime64, str] = {}
+    for f in by_product["glorys"]:
+        ds = guarded(f, lambda: _read("glorys", f, cfg, bbox=_small_bbox(bbox)))
+        if ds is None:
+            continue
+        times = [np.datetime64(t, "s") for t in ds["time"].values]
+        dup = [t for t in times if t in seen_times]
+        if dup:
+            guarded(f, lambda: (_ for _ in ()).throw(InputError(
+                f.url, "duplicate_time", f"GLORYS time {dup[0]} is already provided by {seen_times[dup[0]]}")))
+            continue
+        for t in times:
+            seen_times[t] = f.name
+        glorys_entries.append((f, times))
+    glorys_times = np.array(sorted(seen_times), dtype="datetime64[s]")
+    tindex = {t: i for i, t in enumerate(glorys_times)}
+    glorys_files = [(f, [tindex[t] for t in times]) for f, times in glorys_entries]
+    profile_files = by_product["en4"] + by_product["argo"]
+    return Plan(grid, days, ostia_by_day, glorys_times, glorys_files, profile_files)
+
+
+def _small_bbox(bbox):
+    la0, la1, lo0, lo1 = bbox
+    return (la0, min(la1, la0 + 0.2), lo0, min(lo1, lo0 + 0.2))
+
+
+def _choose_grid(cfg: CubeConfig, first_ostia, glorys_files, report, strict) -> CubeGrid:
+    if cfg.grid.region is not None:
+        la0, la1, lo0, lo1 = cfg.grid.region
+    elif first_ostia is not None:
+        lat, lon = first_ostia["lat"].values, first_ostia["lon"].values
+        half = float(np.median(np.diff(lat))) / 2 if lat.size > 1 else 0.025
+        la0, la1, lo0, lo1 = lat[0] - half, lat[-1] + half, lon[0] - half, lon[-1] + half
+    else:
+        raise InputError("config", "no_grid", "no grid.region given and no readable OSTIA file to take the extent from")
+    if cfg.grid.resolution == "native":
+        res = 1.0 / 12.0
+        # Snap to the GLORYS grid: cell centres at -180 + k/12, -80 + k/12.
+        lo0 = -180 + np.floor((lo0 + 180) / res + 0.5) * res - res / 2
+        la0 = -80 + np.floor((la0 + 80) / res + 0.5) * res - res / 2
+    else:
+        res = float(cfg.grid.resolution)
+        la0, lo0 = np.floor(la0 / res + 1e-6) * res, np.floor(lo0 / res + 1e-6) * res
+        la1, lo1 = np.ceil(la1 / res - 1e-6) * res, np.ceil(lo1 / res - 1e-6) * res
+    la0, la1 = max(la0, -90.0), min(la1, 90.0)
+    return CubeGrid(float(la0), float(lo0), res, int(round((la1 - la0) / res)), int(round((lo1 - lo0) / res)))
+
+
+def _daily_axis(cfg: CubeConfig, ostia_days: dict, glorys_files) -> np.ndarray:
+    if cfg.time.start and cfg.time.end:
+        start, end = np.datetime64(cfg.time.start, "D"), np.datetime64(cfg.time.end, "D")
+    elif ostia_days:
+        start = np.datetime64(cfg.time.start, "D") if cfg.time.start else min(ostia_days)
+        end = np.datetime64(cfg.time.end, "D") if cfg.time.end else max(ostia_days)
+    else:
+        raise InputError("config", "no_time_axis", "no time.start/end given and no readable OSTIA file to take the days from")
+    return np.arange(start, end + 1, dtype="datetime64[D]")
+
+
+# --------------------------------------------------------------------------------------------
+# Tasks (run on dask workers; each opens the store itself and writes a disjoint region)
+# --------------------------------------------------------------------------------------------
+
+_REGRIDDERS: dict = {}
+
+
+def _regridder(src_lat, src_lon, grid: CubeGrid, method: str = "auto"):
+    from .regrid import Regridder
+
+    key = (hashlib.sha1(np.ascontiguousarray(src_lat).tobytes() + np.ascontiguousarray(src_lon).tobytes()).hexdigest(),
+           grid, method)
+    if key not in _REGRIDDERS:
+        if len(_REGRIDDERS) > 8:
+            _REGRIDDERS.clear()
+        _REGRIDDERS[key] = Regridder(src_lat, src_lon, grid, method=method)
+    return _REGRIDDERS[key]
+
+
+def task_ostia(url: str, cfg: CubeConfig, grid: CubeGrid, t0: int, t1: int, files: dict[int, InputFile]) -> dict:
+    """Regrid the OSTIA days [t0, t1) of the daily axis and write them; missing days stay NaN."""
+    block = np.full((t1 - t0, grid.nlat, grid.nlon), np.nan, np.float32)
+    rejects = []
+    bbox = _bbox(grid)
+    for t, f in files.items():
+        try:
+            ds = _read("ostia", f, cfg, bbox=bbox)
+        except InputError as e:
+            rejects.append({"file": f.url, "reason": e.reason, "detail": e.detail})
+            continue
+        sst = ds["analysed_sst"].values[0]
+        block[t - t0] = _regridder(ds["lat"].values, ds["lon"].values, grid)(sst)
+    store.open_root(url)["ostia/analysed_sst"][t0:t1] = block
+    return {"rejects": rejects, "days_written": len(files) - len(rejects)}
+
+
+def task_glorys(url: str, cfg: CubeConfig, grid: CubeGrid, f: InputFile, tindex: list[int]) -> dict:
+    """Regrid every snapshot of one GLORYS file and write it at its index on the glorys time axis."""
+    try:
+        ds = _read("glorys", f, cfg, bbox=_bbox(grid))
+    except InputError as e:
+        return {"rejects": [{"file": f.url, "reason": e.reason, "detail": e.detail}]}
+    arr = store.open_root(url)["glorys/thetao"]
+    regrid = _regridder(ds["lat"].values, ds["lon"].values, grid)
+    for k, ti in enumerate(tindex):
+        arr[ti] = regrid(ds["thetao"].values[k]).astype(np.float32)
+    return {"rejects": []}
+
+
+def regrid_static(cfg: CubeConfig, grid: CubeGrid, plan: Plan, report: BuildReport) -> tuple[np.ndarray, np.ndarray]:
+    """``ocean_mask`` and ``bottom_level`` from the first readable GLORYS snapshot (else OSTIA land)."""
+    for f, _ in plan.glorys_files:
+        try:
+            ds = _read("glorys", f, cfg, bbox=_bbox(grid))
+        except InputError:
+            continue
+        theta = _regridder(ds["lat"].values, ds["lon"].values, grid)(ds["thetao"].values[0])
+        valid = np.isfinite(theta)
+        # A column's valid levels are contiguous from the top; count them.
+        bottom = np.cumprod(valid, axis=0).sum(axis=0).astype(np.int8)
+        return bottom > 0, bottom
+    for f in plan.ostia_by_day.values():
+        try:
+            ds = _read("ostia", f, cfg, bbox=_bbox(grid))
+        except InputError:
+            continue
+        from .regrid import regrid_fraction
+
+        ocean = regrid_fraction(~ds["land"].values.astype(bool), ds["lat"].values, ds["lon"].values, grid) >= 0.5
+        return ocean, np.zeros(ocean.shape, np.int8)
+    raise InputError("inputs", "no_valid_data", "no readable GLORYS or OSTIA file to derive the ocean mask from")
+
+
+def _bbox(grid: CubeGrid):
+    return (grid.lat_south, grid.lat_north, grid.lon_west, grid.lon_east)
+
+
+def task_profiles_a(url: str, cfg: CubeConfig, grid: CubeGrid, f: InputFile, day0: np.datetime64, n_days: int) -> dict:
+    """Read, QC and vertically align one profile file; save the in-cube rows to the scratch area."""
+    from .vertical import align_to_levels
+
+    try:
+        table = _read(f.product, f, cfg, bbox=_bbox(grid))
+    except InputError as e:
+        return {"rejects": [{"file": f.url, "reason": e.reason, "detail": e.detail}], "used": 0,
+                "rejected": {}, "levels_rejected": 0, "day_range": None}
+    values = align_to_levels(table.depth, table.temp, GLORYS_DEPTHS)
+    day = (table.day - day0).astype(np.int64)
+    _, _, inside = grid.cell_index(table.lat, table.lon)
+    keep = inside & (day >= 0) & (day < n_days) & np.isfinite(values).any(axis=1)
+    rejected = dict(table.rejected)
+    for reason, mask in (("outside_region", ~inside), ("outside_time_range", inside & ((day < 0) | (day >= n_days))),
+                         ("no_aligned_levels", inside & (day >= 0) & (day < n_days) & ~np.isfinite(values).any(axis=1))):
+        if mask.any():
+            rejected[reason] = rejected.get(reason, 0) + int(mask.sum())
+    buf = io.BytesIO()
+    np.savez(buf, day=day[keep], lat=table.lat[keep], lon=table.lon[keep], values=values[keep].astype(np.float32))
+    fs, path = store.fs_and_path(_scratch_url(url, f))
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    fs.pipe_file(path, buf.getvalue())
+    rng = [int(day[keep].min()), int(day[keep].max())] if keep.any() else None
+    return {"rejects": [], "used": int(keep.sum()), "rejected": rejected,
+            "levels_rejected": int(table.levels_rejected), "day_range": rng}
+
+
+def _scratch_url(url: str, f: InputFile) -> str:
+    digest = hashlib.sha1(f.key().encode()).hexdigest()[:16]
+    return f"{str(url).rstrip('/')}/.build/profiles/{digest}.npz"
+
+
+def task_profiles_b(url: str, grid: CubeGrid, t0: int, t1: int, sources: list[InputFile]) -> dict:
+    """Rasterise the aligned profile rows of days [t0, t1) into ``profiles/count`` and ``sum``."""
+    from .rasterise import rasterise
+
+    parts = []
+    for f in sources:
+        fs, path = store.fs_and_path(_scratch_url(url, f))
+        with np.load(io.BytesIO(fs.cat_file(path))) as z:
+            sel = (z["day"] >= t0) & (z["day"] < t1)
+            parts.append({k: z[k][sel] for k in ("day", "lat", "lon", "values")})
+    root = store.open_root(url)
+    nlev = len(GLORYS_DEPTHS)
+    if not parts or sum(len(p["day"]) for p in parts) == 0:
+        count = np.zeros((t1 - t0, nlev, grid.nlat, grid.nlon), np.int32)
+        total = np.zeros(count.shape, np.float32)
+    else:
+        cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        raster = rasterise(cat["day"] - t0, cat["lat"], cat["lon"], cat["values"], grid, t1 - t0)
+        count, total = raster.dense(0, t1 - t0)
+    # Writing zeros is cheap: zarr drops all-zero chunks (write_empty_chunks=False) and deletes
+    # a chunk that an append turned from data back to empty.
+    root["profiles/count"][t0:t1] = count.astype(np.int32)
+    root["profiles/sum"][t0:t1] = total.astype(np.float32)
+    root["profiles/n_obs"][t0:t1] = count.sum(axis=1, dtype=np.int32)
+    return {"observations": int(count.sum())}
+
+
+# --------------------------------------------------------------------------------------------
+# Driver
+# --------------------------------------------------------------------------------------------
+
+
+def build(cfg: CubeConfig, *, strict: bool | None = None, progress: bool | None = None,
+          scheduler: str | None = None, local_cluster: int | None = None, rebuild: bool = False) -> BuildReport:
+    """Build (or bring up to date) the cube described by ``cfg``. Returns a :class:`BuildReport`.
+
+    Input problems never raise (the file goes to the reject list) unless ``strict``; then the
+    first bad file raises :class:`InputError` naming it, before anything is published.
+    """
+    t_start = time.perf_counter()
+    strict = cfg.strict if strict is None else strict
+    progress = cfg.compute.progress if progress is None else progress
+    final = cfg.output
+    report = BuildReport(output=final)
+    files = expand_inputs(cfg)
+    report.bytes_read = sum(f.size for f in files)
+    report.inputs = [dataclasses.asdict(f) for f in files]
+
+    existing = None if rebuild or not store.exists(final) else store.open_root(final, mode="r").attrs.asdict()
+    if existing is not None and _same_build(existing, cfg, files):
+        report.status = "up to date"
+        report.seconds = time.perf_counter() - t_start
+        return report
+
+    plan = scan(cfg, files, report, strict)
+    append = existing is not None and _can_append(existing, cfg, plan)
+    target = final if append else str(final).rstrip("/") + ".partial"
+    journal = store.Journal(target) if (append or store.exists(target)) else None
+    if journal is not None and not append and journal.entries.get("__plan__", {}).get("fingerprint") != _fingerprint(cfg, files, plan):
+        journal = None  # a stale staging folder from another plan: start again
+    ocean_mask, bottom = regrid_static(cfg, plan.grid, plan, report)
+    patches = _patches(cfg, plan.grid, ocean_mask)
+
+    if append:
+        _grow(target, existing, plan)
+    elif journal is None:
+        store.remove(target)
+        store.create_cube(target, days=plan.days, glorys_times=plan.glorys_times, lat=plan.grid.lat,
+                          lon=plan.grid.lon, depth=GLORYS_DEPTHS, chunking=cfg.chunks, compression=cfg.compression,
+                          tile=cfg.patches.tile_size, attrs={"contract": CONTRACT, "status": "building"})
+        journal = store.Journal(target)
+        journal.record({"task": "__plan__", "fingerprint": _fingerprint(cfg, files, plan)})
+    if append and journal is None:
+        journal = store.Journal(target)
+    root = store.open_root(target)
+    root["static/ocean_mask"][:] = ocean_mask
+    root["static/bottom_level"][:] = bottom
+
+    tasks = _tasks(target, cfg, plan)
+    report.tasks_skipped = sum(1 for k in tasks if journal.done(k))
+    todo = {k: v for k, v in tasks.items() if not journal.done(k)}
+    _run_phase(todo, journal, report, cfg, progress, scheduler, local_cluster, strict, phase="a")
+    # Phase b (rasterising profiles) needs the day ranges recorded by phase a.
+    tasks_b = _tasks_b(target, plan, journal, cfg)
+    todo_b = {k: v for k, v in tasks_b.items() if not journal.done(k)}
+    report.tasks_skipped += len(tasks_b) - len(todo_b)
+    _run_phase(todo_b, journal, report, cfg, progress, scheduler, local_cluster, strict, phase="b")
+
+    _collect(journal, report, plan)
+    _finish(target, cfg, plan, patches, report, files)
+    if not append:
+        store.publish(target, final)
+        report.status = "built"
+    else:
+        report.status = "appended"
+    report.seconds = time.perf_counter() - t_start
+    return report
+
+
+def _fingerprint(cfg: CubeConfig, files: list[InputFile], plan: Plan) -> str:
+    payload = json.dumps([to_dict(cfg), [f.key() for f in files], str(plan.days[0]), len(plan.days),
+                          [str(t) for t in plan.glorys_times]], default=str)
+    return hashlib.sha1(payload.encode()).hexdigest()
+
+
+def _same_build(attrs: dict, cfg: CubeConfig, files: list[InputFile]) -> bool:
+    old = attrs.get("build", {})
+    return (attrs.get("status") == "complete" and old.get("config") == json.loads(json.dumps(to_dict(_portable(cfg))))
+            and sorted(i["checksum"] + i["url"] for i in attrs.get("inputs", []))
+            == sorted(f.checksum + f.url for f in files))
+
+
+def _portable(cfg: CubeConfig) -> CubeConfig:
+    """The config as recorded in the cube: inputs are listed separately, so leave them out."""
+    return dataclasses.replace(cfg, inputs=type(cfg.inputs)(), compute=type(cfg.compute)())
+
+
+def _can_append(attrs: dict, cfg: CubeConfig, plan: Plan) -> bool:
+    """An existing cube can be grown in place when only inputs changed and the axes only grew."""
+    old = attrs.get("build", {})
+    if attrs.get("status") != "complete" or old.get("config") != json.loads(json.dumps(to_dict(_portable(cfg)))):
+        return False
+    if old.get("grid") != plan.grid.to_dict() or str(plan.days[0]) != old.get("start"):
+        return False
+    old_glorys = np.array(old.get("glorys_times", []), dtype="datetime64[s]")
+    return len(plan.days) >= old.get("n_days", 0) and np.array_equal(plan.glorys_times[: len(old_glorys)], old_glorys)
+
+
+def _grow(target: str, attrs: dict, plan: Plan):
+    root = store.open_root(target)
+    root.attrs.update({"status": "appending"})
+    store.resize_time(root, "ostia", plan.days)
+    store.resize_time(root, "profiles", plan.days)
+    store.resize_time(root, "glorys", plan.glorys_times, hourly=True)
+
+
+def _chunks(n: int, size: int):
+    return [(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+def _tasks(url: str, cfg: CubeConfig, plan: Plan) -> dict:
+    """Task key -> (function, args). Keys carry input checksums, so a task whose inputs changed
+    runs again and one already in the journal (an interrupted or earlier build) is skipped."""
+    tasks = {}
+    for t0, t1 in _chunks(len(plan.days), cfg.chunks.days):
+        files = {t: f for t, f in plan.ostia_by_day.items() if t0 <= t < t1}
+        tasks[_chunk_key("ostia", t0, t1, files.values())] = (task_ostia, (url, cfg, plan.grid, t0, t1, files))
+    for f, tindex in plan.glorys_files:
+        tasks[f"glorys:{f.key()}:{tindex}"] = (task_glorys, (url, cfg, plan.grid, f, tindex))
+    for f in plan.profile_files:
+        key = f"profiles-a:{f.key()}:{plan.days[0]}:{len(plan.days)}"
+        tasks[key] = (task_profiles_a, (url, cfg, plan.grid, f, plan.days[0], len(plan.days)))
+    return tasks
+
+
+def _tasks_b(url: str, plan: Plan, journal: store.Journal, cfg: CubeConfig) -> dict:
+    ranges = []
+    for f in plan.profile_files:
+        e = journal.entries.get(f"profiles-a:{f.key()}:{plan.days[0]}:{len(plan.days)}", {})
+        if e.get("day_range"):
+            ranges.append((f, e["day_range"]))
+    tasks = {}
+    for t0, t1 in _chunks(len(plan.days), cfg.chunks.days):
+        sources = [f for f, (lo, hi) in ranges if lo < t1 and hi >= t0]
+        tasks[_chunk_key("profiles-b", t0, t1, sources)] = (task_profiles_b, (url, plan.grid, t0, t1, sources))
+    return tasks
+
+
+def _chunk_key(kind: str, t0: int, t1: int, files) -> str:
+    """Task key of a daily chunk: changes when the chunk's extent or any of its inputs change."""
+    digest = hashlib.sha1("".join(f.key() for f in files).encode()).hexdigest()[:12]
+    return f"{kind}:{t0}:{t1}:{digest}"
+
+
+def _run_phase(todo: dict, journal: store.Journal, report: BuildReport, cfg: CubeConfig, progress: bool,
+               scheduler: str | None, local_cluster: int | None, strict: bool, phase: str):
+    if not todo:
+        return
+    from .compute import run_tasks
+
+    def on_result(key: str, result: dict):
+        if strict and result.get("rejects"):
+            r = result["rejects"][0]
+            raise InputError(r["file"], r["reason"], r["detail"])
+        journal.record({"task": key, **result})
+        report.tasks_run += 1
+
+    desc = "build: read+regrid" if phase == "a" else "build: rasterise profiles"
+    run_tasks(todo, on_result, scheduler=scheduler or cfg.compute.scheduler,
+              local_cluster=local_cluster or cfg.compute.local_cluster, threads=cfg.compute.threads,
+              progress=progress, desc=desc)
+
+
+def _collect(journal: store.Journal, report: BuildReport, plan: Plan):
+    seen = {(r["file"], r["reason"]) for r in report.rejects}
+    for key, e in journal.entries.items():
+        for r in e.get("rejects", []):
+            if (r["file"], r["reason"]) not in seen:
+                report.rejects.append(r)
+                seen.add((r["file"], r["reason"]))
+        if key.startswith("profiles-a:"):
+            report.profiles_used += e.get("used", 0)
+            report.levels_rejected += e.get("levels_rejected", 0)
+            for reason, n in e.get("rejected", {}).items():
+                report.profiles_rejected[reason] = report.profiles_rejected.get(reason, 0) + n
+
+
+def _patches(cfg: CubeConfig, grid: CubeGrid, ocean_mask: np.ndarray):
+    from .patches import assign_splits, build_patches
+
+    return assign_splits(build_patches(ocean_mask, grid, cfg.patches), cfg.split)
+
+
+def _finish(url: str, cfg: CubeConfig, plan: Plan, patches, report: BuildReport, files: list[InputFile]):
+    from .index import write_patch_index
+
+    write_patch_index(url, patches, plan.grid, cfg)
+    root = store.open_root(url)
+    task_keys = [k for k in store.Journal(url).entries if not k.startswith("__")]
+    store.write_attrs(root, {
+        "contract": CONTRACT,
+        "status": "complete",
+        "title": "depthcube: OSTIA, GLORYS and in-situ profiles on one grid",
+        "Conventions": "CF-1.10",
+        "software": f"depthcube {_version()}",
+        "created_by": "depthcube build",
+        "build": {"config": to_dict(_portable(cfg)), "grid": plan.grid.to_dict(), "start": str(plan.days[0]),
+                  "n_days": len(plan.days), "glorys_times": [str(t) for t in plan.glorys_times],
+                  "task_keys": task_keys},
+        "inputs": [{"url": f.url, "name": f.name, "product": f.product, "size": f.size, "checksum": f.checksum}
+                   for f in files],
+        "rejects": report.rejects,
+        "profiles": {"used": report.profiles_used, "rejected": report.profiles_rejected,
+                     "levels_rejected": report.levels_rejected},
+    })
+    store.consolidate(url)
+
+
+def _version() -> str:
+    try:
+        return pkg_version("depthcube")
+    except Exception:
+        return "unknown"

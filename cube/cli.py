@@ -1,0 +1,186 @@
+"""``depthcube`` command line: demo, build, index, info (and train/bench/export/plot from later layers).
+
+Each subcommand's handler imports its layer lazily, so ``depthcube demo`` or ``build`` never
+imports torch. User errors (bad options, bad config, bad inputs in --strict mode) print one line
+``depthcube <cmd>: error: ...`` and exit 2; no traceback reaches the user for an input problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .errors import DepthcubeError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _region(text: str) -> tuple[float, float, float, float]:
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LAT_MIN,LAT_MAX,LON_MIN,LON_MAX numbers, got {text!r}") from None
+    if len(vals) != 4:
+        raise argparse.ArgumentTypeError(f"expected 4 comma-separated numbers LAT_MIN,LAT_MAX,LON_MIN,LON_MAX, got {text!r}")
+    return vals
+
+
+def _demo(args) -> int:
+    from .demo import DemoSpec, write_demo
+
+    overrides = {k: v for k, v in (("region", args.region), ("start", args.start), ("end", args.end),
+                                   ("seed", args.seed)) if v is not None}
+    if args.glorys_monthly:
+        overrides["glorys_monthly"] = True
+    spec = DemoSpec.preset(args.preset, **overrides)
+    paths = write_demo(args.outdir, spec, progress=not args.quiet)
+    for product, files in paths.items():
+        print(f"{product:7s} {len(files):4d} files in {args.outdir}/{product}")
+    return 0
+
+
+def _build(args) -> int:
+    from .build import build
+    from .config import load_cube_config
+    from .open import describe, open_cube
+
+    cfg = load_cube_config(args.config)
+    if args.output:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, output=args.output)
+    report = build(cfg, strict=args.strict or None, progress=False if args.quiet else None,
+                   scheduler=args.scheduler, local_cluster=args.local_cluster, rebuild=args.rebuild)
+    print(f"{report.status}: {report.output} in {report.seconds:.1f} s "
+          f"({report.tasks_run} tasks run, {report.tasks_skipped} skipped, {report.bytes_read / 1e6:.1f} MB of inputs)")
+    for r in report.rejects:
+        print(f"  rejected {r['file']}: {r['reason']}" + (f" ({r['detail']})" if r.get("detail") else ""))
+    if not args.quiet:
+        print(describe(open_cube(report.output), report.output))
+    return 0
+
+
+def _index(args) -> int:
+    import dataclasses
+
+    from .patches import PatchSpec, SplitSpec
+    from .index import export_index, rebuild_index
+    from .open import describe, open_cube
+
+    if args.rebuild or any(v is not None for v in (args.tile_size, args.stride, args.threshold, args.split, args.val_fraction, args.seed)):
+        tree = open_cube(args.cube)
+        cfg = tree.attrs["build"]["config"]
+        p = dataclasses.replace(PatchSpec(**cfg["patches"]), **{k: v for k, v in (
+            ("tile_size", args.tile_size), ("stride", args.stride), ("invalid_threshold", args.threshold)) if v is not None})
+        s = dataclasses.replace(SplitSpec(**cfg["split"]), **{k: v for k, v in (
+            ("method", args.split), ("val_fraction", args.val_fraction), ("seed", args.seed), ("val_year", args.val_year)) if v is not None})
+        patches = rebuild_index(args.cube, p, s)
+        print(f"patch index rebuilt: {len(patches)} tiles " + str(patches["split"].value_counts().to_dict()))
+    if args.export:
+        export_index(args.cube, args.export)
+        print(f"wrote {args.export}")
+    if not (args.export or args.rebuild):
+        print(describe(open_cube(args.cube), args.cube))
+    return 0
+
+
+def _info(args) -> int:
+    from .open import describe, open_cube
+
+    tree = open_cube(args.cube)
+    print(describe(tree, args.cube))
+    if args.tree:
+        print(tree)
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="depthcube", description="Raw ocean NetCDF -> chunked Zarr cube -> streaming training samples.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    d = sub.add_parser("demo", help="write demo raw products (OSTIA, GLORYS, EN4) in the real file formats",
+                       description="Write OSTIA L4, GLORYS12 thetao and EN4.2.2 profile files for a region and period, "
+                                   "all driven by one hidden 'truth' ocean, deterministic from the seed.")
+    d.add_argument("outdir", help="output folder (ostia/, glorys/, en4/ are created inside)")
+    d.add_argument("--preset", choices=("tiny", "small"), default="small",
+                   help="tiny: seconds, for tests; small: the `make cube` demo (default)")
+    d.add_argument("--region", type=_region, metavar="LAT_MIN,LAT_MAX,LON_MIN,LON_MAX",
+                   help="override the preset's region (degrees, lon in -180..180)")
+    d.add_argument("--start", help="first day YYYY-MM-DD (default: the preset's)")
+    d.add_argument("--end", help="last day YYYY-MM-DD, inclusive (default: the preset's)")
+    d.add_argument("--seed", type=int, help="random seed of the hidden truth and the products (default: the preset's)")
+    d.add_argument("--glorys-monthly", action="store_true", help="write GLORYS monthly means instead of 7-daily snapshots")
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    d.set_defaults(func=_demo)
+
+    b = sub.add_parser("build", help="build or update cube.zarr from raw NetCDF",
+                       description="Read, regrid and rasterise the raw products named in CONFIG into a Zarr v3 cube.")
+    b.add_argument("config", help="cube config YAML (see configs/cube.yaml)")
+    b.add_argument("-o", "--output", help="cube path or URL (overrides the config's output)")
+    b.add_argument("--strict", action="store_true", help="fail on the first bad input file instead of rejecting it")
+    b.add_argument("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler address (default: local threads)")
+    b.add_argument("--local-cluster", type=int, metavar="N", help="run on a dask LocalCluster of N worker processes")
+    b.add_argument("--rebuild", action="store_true", help="rebuild from scratch even if the cube is up to date")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    b.set_defaults(func=_build)
+
+    i = sub.add_parser("index", help="rebuild or export the patch index of a cube without rebuilding the cube")
+    i.add_argument("cube", help="cube path or URL")
+    i.add_argument("--rebuild", action="store_true", help="recompute tiles and splits (implied by any option below)")
+    i.add_argument("--tile-size", type=int)
+    i.add_argument("--stride", type=int)
+    i.add_argument("--threshold", type=float, help="invalid_threshold: drop tiles with a larger non-ocean fraction")
+    i.add_argument("--split", choices=("patch", "window", "year", "random"))
+    i.add_argument("--val-fraction", type=float)
+    i.add_argument("--val-year", type=int)
+    i.add_argument("--seed", type=int)
+    i.add_argument("--export", metavar="PATH", help="write the index as .csv or .parquet")
+    i.set_defaults(func=_index)
+
+    n = sub.add_parser("info", help="summarise a cube")
+    n.add_argument("cube", help="cube path or URL")
+    n.add_argument("--tree", action="store_true", help="also print the xarray DataTree")
+    n.set_defaults(func=_info)
+
+    for register in _later_layers():
+        register(sub)
+    return p
+
+
+def _later_layers():
+    """Subcommands of the layers above cube/ (loaders, train), registered only if importable."""
+    import importlib
+
+    out = []
+    for module in ("train.cli",):
+        try:
+            out.append(importlib.import_module(module).register)
+        except ImportError:
+            pass
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args) or 0
+    except (DepthcubeError, ValueError, FileNotFoundError) as e:
+        if args.verbose:
+            raise
+        print(f"depthcube {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"depthcube {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""Zarr v3 storage of the cube: create arrays from ``cube.layout``, region writes, attributes,
+consolidation, and the atomic "stage then rename" publication of a build.
+
+Any fsspec URL works (local path, ``s3://``, ``memory://``). The builder is the only writer;
+loaders open the published cube read-only through :func:`open_cube`.
+
+Visibility rules (what a concurrent reader sees):
+- a new cube is built under ``<name>.partial`` and renamed to its final name only when complete,
+  so the final name never shows a partial cube;
+- an append resizes arrays and writes the new chunks in place, and rewrites the consolidated
+  metadata *last*; readers that open with consolidated metadata (``open_cube`` does) see the
+  old shape until that single-object write, then the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import zarr
+
+from .config import ChunkConfig, CompressionConfig
+from .layout import VARIABLES, VariableSpec, blosc_codec, coordinate_attrs
+
+TIME_UNITS_DAYS = "days since 1950-01-01"
+TIME_UNITS_HOURS = "hours since 1950-01-01"
+EPOCH = np.datetime64("1950-01-01", "D")
+
+
+def is_remote(url: str) -> bool:
+    return "://" in str(url) and not str(url).startswith("file://")
+
+
+def fs_and_path(url: str):
+    fs, path = fsspec.core.url_to_fs(str(url))
+    return fs, path
+
+
+def exists(url: str) -> bool:
+    fs, path = fs_and_path(url)
+    return fs.exists(path.rstrip("/") + "/zarr.json")
+
+
+def open_root(url: str, mode: str = "r+") -> zarr.Group:
+    return zarr.open_group(str(url), mode=mode, zarr_format=3)
+
+
+def days_to_int(days: np.ndarray) -> np.ndarray:
+    return (np.asarray(days, dtype="datetime64[D]") - EPOCH).astype(np.int64)
+
+
+def hours_to_int(times: np.ndarray) -> np.ndarray:
+    return ((np.asarray(times, dtype="datetime64[h]") - EPOCH.astype("datetime64[h]")).astype(np.int64))
+
+
+def create_cube(url: str, *, days: np.ndarray, glorys_times: np.ndarray, lat: np.ndarray, lon: np.ndarray,
+                depth: np.ndarray, chunking: ChunkConfig, compression: CompressionConfig, tile: int,
+                attrs: dict) -> zarr.Group:
+    """Create every group, coordinate and (empty) data array of the cube at ``url`` (overwriting)."""
+    root = zarr.open_group(str(url), mode="w", zarr_format=3, attributes=attrs)
+    coords = {
+        "time": days_to_int(days), "lat": np.asarray(lat, np.float64),
+        "lon": np.asarray(lon, np.float64), "depth": np.asarray(depth, np.float32),
+    }
+    group_time = {"ostia": coords["time"], "profiles": coords["time"], "glorys": hours_to_int(glorys_times)}
+    codec = blosc_codec(compression)
+    for gname in ("ostia", "glorys", "profiles", "static"):
+        g = root.create_group(gname)
+        gcoords = dict(coords, time=group_time.get(gname))
+        dims_used = {d for v in VARIABLES if v.group == gname for d in v.dims}
+        for dim in sorted(dims_used):
+            _write_coordinate(g, dim, gcoords[dim], codec, hourly=(gname == "glorys"))
+        sizes = {d: len(gcoords[d]) for d in dims_used}
+        for var in (v for v in VARIABLES if v.group == gname):
+            _create_variable(g, var, sizes, chunking, tile, codec)
+    return root
+
+
+def _write_coordinate(group: zarr.Group, dim: str, values: np.ndarray, codec, hourly: bool = False):
+    attrs = dict(coordinate_attrs(dim))
+    if dim == "time":
+        attrs.update(units=TIME_UNITS_HOURS if hourly else TIME_UNITS_DAYS, calendar="proleptic_gregorian")
+    arr = group.create_array(dim, shape=values.shape, dtype=values.dtype, chunks=(max(len(values), 1),),
+                             compressors=codec, dimension_names=(dim,), attributes=attrs, fill_value=0)
+    if len(values):
+        arr[:] = values
+
+
+def _create_variable(group: zarr.Group, var: VariableSpec, sizes: dict, chunking: ChunkConfig, tile: int, codec):
+    shape = tuple(sizes[d] for d in var.dims)
+    group.create_array(
+        var.name, shape=shape, dtype=var.dtype, chunks=var.chunks(sizes, chunking, tile),
+        compressors=codec, fill_value=var.fill_value, dimension_names=var.dims,
+        attributes={**var.attrs, "coordinates": " ".join(d for d in var.dims if d != "time")},
+    )
+
+
+def resize_time(root: zarr.Group, group: str, new_times: np.ndarray, hourly: bool = False):
+    """Grow a group's time axis (and every array on it) to ``new_times`` (a superset, same start)."""
+    g = root[group]
+    values = hours_to_int(new_times) if hourly else days_to_int(new_times)
+    for name, arr in g.arrays():
+        if arr.metadata.dimension_names and arr.metadata.dimension_names[0] == "time":
+            if name == "time":
+                continue
+            arr.resize((len(values),) + arr.shape[1:])
+    t = g["time"]
+    # The coordinate is a single chunk: rewrite it whole at the new length.
+    codec = t.compressors
+    del g["time"]
+    attrs = dict(t.attrs)
+    arr = g.create_array("time", shape=values.shape, dtype=values.dtype, chunks=(len(values),),
+                         compressors=codec, dimension_names=("time",), attributes=attrs, fill_value=0)
+    arr[:] = values
+
+
+def write_attrs(root: zarr.Group, attrs: dict):
+    root.attrs.update(json.loads(json.dumps(attrs, default=_json_default)))
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.datetime64, Path)):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def consolidate(url: str):
+    zarr.consolidate_metadata(str(url), zarr_format=3)
+
+
+def publish(staging: str, final: str):
+    """Move a complete staged cube to its final name.
+
+    Local: ``os.replace`` of the directory (atomic when the final name does not exist; an old cube
+    is first renamed aside, so the final name is never partial). Remote: fsspec move (copy +
+    delete on object stores, which have no rename; the staging prefix is only deleted afterwards).
+    """
+    if not is_remote(final) and not is_remote(staging):
+        final_p = Path(final.removeprefix("file://"))
+        old = final_p.with_name(final_p.name + ".old")
+        if final_p.exists():
+            os.replace(final_p, old)
+        os.replace(Path(staging.removeprefix("file://")), final_p)
+        if old.exists():
+            fsspec.filesystem("file").rm(str(old), recursive=True)
+        return
+    fs, spath = fs_and_path(staging)
+    _, fpath = fs_and_path(final)
+    if fs.exists(fpath):
+        fs.rm(fpath, recursive=True)
+    fs.copy(spath, fpath, recursive=True)
+    fs.rm(spath, recursive=True)
+
+
+def remove(url: str):
+    fs, path = fs_and_path(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+class Journal:
+    """Append-only record of completed build tasks (JSON lines) so an interrupted build resumes.
+
+    Written only by the driver, one line per finished task, flushed and fsynced, so a kill can at
+    worst lose the line of a task that will simply run again (tasks are idempotent region writes).
+    """
+
+    def __init__(self, url: str):
+        self.url = str(url).rstrip("/") + "/.build/journal.jsonl"
+        self.fs, self.path = fs_and_path(self.url)
+        self.entries: dict[str, dict] = {}
+        if self.fs.exists(self.path):
+            for line in self.fs.cat_file(self.path).decode().splitlines():
+                try:
+                    e = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a torn last line from a kill
+                self.entries[e["task"]] = e
+
+    def done(self, task: str) -> bool:
+        return task in self.entries
+
+    def record(self, entry: dict):
+        self.entries[entry["task"]] = entry
+        line = json.dumps(entry, default=_json_default) + "\n"
+        if is_remote(self.url):
+            body = "".join(json.dumps(e, default=_json_default) + "\n" for e in self.entries.values())
+            self.fs.pipe_file(self.path, body.encode())
+            return
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())

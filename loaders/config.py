@@ -1,0 +1,94 @@
+"""Dataset config (configs/dataset.yaml): how samples are cut and corrupted. One class covers every
+dataset of the reference (eo_4band, ostia, ostia_argo, ostia_argo_disk with synthetic mode)
+through modes; defaults match the reference pipeline (REFERENCE.md sections 5, 6, 9).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from cube.config import load_config
+from cube.errors import ConfigError
+
+
+def _check(cond: bool, message: str):
+    if not cond:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class XConfig:
+    """Sparse sub-surface input ``x``.
+
+    ``argo``: real profiles (window sum of sums / window sum of counts); ``tracks`` / ``rectangles``:
+    corruption of y (REFERENCE.md 6), exact budget of (1 - mask_fraction) * H * W observed pixels
+    for tracks; ``synthetic_pixels``: ~N(pixel_count, 10%) random pixels of y, fresh each epoch;
+    ``none``: x empty.
+    """
+
+    source: Literal["argo", "tracks", "rectangles", "synthetic_pixels", "none"] = "argo"
+    mask_fraction: float = 0.975
+    rect_min: int = 2
+    rect_max: int = 5
+    pixel_count: int = 500
+
+    def __post_init__(self):
+        _check(0.0 <= self.mask_fraction <= 1.0, f"mask_fraction: must be in [0, 1], got {self.mask_fraction}")
+        _check(1 <= self.rect_min <= self.rect_max, f"rect_min/rect_max: need 1 <= rect_min <= rect_max, got {self.rect_min}, {self.rect_max}")
+        _check(self.pixel_count >= 1, f"pixel_count: must be >= 1, got {self.pixel_count}")
+
+
+@dataclass(frozen=True)
+class EOConfig:
+    """Surface condition ``eo``: OSTIA window mean (zero over land) or GLORYS level 0 (eo_4band),
+    with optional degradation in degC before normalisation (all off by default)."""
+
+    source: Literal["ostia", "glorys_surface"] = "ostia"
+    offset: bool = False
+    offset_range: tuple[float, float] = (-2.0, 2.0)
+    speckle: bool = False
+    dropout_prob: float = 0.0
+
+    def __post_init__(self):
+        _check(0.0 <= self.dropout_prob <= 1.0, f"dropout_prob: must be in [0, 1], got {self.dropout_prob}")
+        _check(self.offset_range[0] <= self.offset_range[1], f"offset_range: low > high in {self.offset_range}")
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    window_days: int = 7
+    x: XConfig = field(default_factory=XConfig)
+    eo: EOConfig = field(default_factory=EOConfig)
+    target_bands: tuple[int, int] = (0, 50)
+    augment: bool = False
+    feb29_to_feb28: bool = True
+    min_profiles: int = 0
+    seed: int = 7
+    block_size: int = 16
+    on_error: Literal["raise", "skip"] = "raise"
+
+    def __post_init__(self):
+        _check(self.window_days >= 1, f"window_days: must be >= 1, got {self.window_days}")
+        lo, hi = self.target_bands
+        _check(0 <= lo < hi <= 50, f"target_bands: need 0 <= start < end <= 50, got {self.target_bands}")
+        _check(self.min_profiles >= 0, f"min_profiles: must be >= 0, got {self.min_profiles}")
+        _check(self.block_size >= 1, f"block_size: must be >= 1, got {self.block_size}")
+
+    @property
+    def window(self) -> int:
+        """Odd window length: an even ``window_days`` is incremented by one (REFERENCE.md 3.1)."""
+        return self.window_days + 1 - self.window_days % 2
+
+
+def load_dataset_config(path: str | Path = "configs/dataset.yaml", preset: str | None = None) -> DatasetConfig:
+    """Load one preset of configs/dataset.yaml (``presets: {name: {...}}``, ``default: name``)."""
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    presets = data.get("presets", {})
+    name = preset or data.get("default")
+    if name not in presets:
+        raise ConfigError(f"{Path(path).name}: unknown preset {name!r}; available: {sorted(presets)}")
+    return load_config(presets[name], DatasetConfig, label=f"{Path(path).name}: presets.{name}")

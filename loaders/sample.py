@@ -1,0 +1,143 @@
+"""Sample assembly (DESIGN.md section 6): window arrays read from the cube -> the sample dict.
+
+Pure numpy, a function of (window data, config, rng): no file access, no torch. Arrays arrive in
+cube orientation (row 0 = south) and leave **north-up** (row 0 = north). Temperatures leave
+z-scored in kelvin; invalid values are 0 and validity is carried by the masks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cube.constants import CELSIUS_TO_KELVIN, normalise_celsius
+
+from . import augment, corruption, eo as eo_ops
+from .config import DatasetConfig
+
+
+@dataclass
+class WindowData:
+    """Everything one sample needs, cut from the cube (south-up, one tile, one window)."""
+
+    sst_k: np.ndarray          # (W, H, W) OSTIA kelvin, NaN where missing
+    glorys: np.ndarray         # (S, 50, H, W) snapshots used by the window, degC, NaN invalid
+    glorys_days: np.ndarray    # (S,) number of window days whose nearest snapshot is s
+    count: np.ndarray | None   # (W, 50, H, W) profile counts (argo mode only)
+    total: np.ndarray | None   # (W, 50, H, W) profile sums, degC
+    ocean: np.ndarray          # (H, W) bool
+    bottom_level: np.ndarray   # (H, W) number of valid GLORYS levels
+
+
+def nearest_snapshots(days: np.ndarray, snapshot_times: np.ndarray) -> np.ndarray:
+    """Index of the nearest snapshot for each day, by real time distance from the day's middle
+    (REFERENCE.md 11.6 fixed: no YYYYMMDD integer arithmetic). Ties go to the earlier snapshot."""
+    mid = days.astype("datetime64[s]") + np.timedelta64(12 * 3600, "s")
+    t = snapshot_times.astype("datetime64[s]").astype(np.int64)
+    m = mid.astype(np.int64)
+    right = np.clip(np.searchsorted(t, m), 0, len(t) - 1)
+    left = np.clip(right - 1, 0, len(t) - 1)
+    return np.where(np.abs(m - t[left]) <= np.abs(t[right] - m), left, right)
+
+
+def window_mean(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """NaN-aware weighted mean over axis 0; returns (mean with NaN where no data, valid mask)."""
+    valid = np.isfinite(values)
+    w = weights.reshape((-1,) + (1,) * (values.ndim - 1)).astype(np.float64)
+    num = np.where(valid, values, 0.0).astype(np.float64) * w
+    den = valid * w
+    den_sum = den.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = num.sum(axis=0) / den_sum
+    ok = den_sum > 0
+    return np.where(ok, mean, np.nan), ok
+
+
+def dense_target(win: WindowData) -> tuple[np.ndarray, np.ndarray]:
+    """y (50, H, W) degC and its validity: window mean of the nearest snapshot per day, valid over
+    ocean and above the seabed (``bottom_level``)."""
+    y, ok = window_mean(win.glorys, win.glorys_days)
+    levels = np.arange(y.shape[0])[:, None, None]
+    valid = ok & win.ocean[None] & (levels < win.bottom_level[None])
+    return np.where(valid, y, np.nan), valid
+
+
+def surface_condition(win: WindowData, cfg: DatasetConfig, y_c: np.ndarray, rng) -> np.ndarray:
+    """eo (H, W) degC, NaN where invalid: OSTIA window mean (zero later over land) or GLORYS level 0."""
+    if cfg.eo.source == "glorys_surface":
+        eo_c = y_c[0].copy()
+    else:
+        eo_c, _ = window_mean(win.sst_k - CELSIUS_TO_KELVIN, np.ones(len(win.sst_k)))
+        eo_c = np.where(win.ocean, eo_c, np.nan)
+    if cfg.eo.offset:
+        eo_c = eo_ops.eo_offset(eo_c, rng, *cfg.eo.offset_range)
+    if cfg.eo.speckle:
+        eo_c = eo_ops.eo_speckle(eo_c, rng)
+    return eo_c
+
+
+def sparse_input(win: WindowData, cfg: DatasetConfig, y_c: np.ndarray, y_valid: np.ndarray, rng):
+    """x (50, H, W) degC with NaN where unobserved, and x_valid_mask."""
+    source = cfg.x.source
+    shape = y_c.shape[-2:]
+    if source == "argo":
+        n = win.count.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            x = win.total.sum(axis=0, dtype=np.float64) / n
+        valid = n > 0
+        return np.where(valid, x, np.nan), valid
+    if source == "none":
+        return np.full(y_c.shape, np.nan), np.zeros(y_c.shape, bool)
+    if source == "tracks":
+        preferred = y_valid.any(axis=0) & win.ocean
+        observed = corruption.track_mask(shape, corruption.observed_budget(shape, cfg.x.mask_fraction), rng,
+                                         preferred=preferred)
+    elif source == "rectangles":
+        hidden_target = int(round(cfg.x.mask_fraction * shape[0] * shape[1]))
+        observed = ~corruption.rectangle_mask(shape, hidden_target, rng, cfg.x.rect_min, cfg.x.rect_max)
+    else:  # synthetic_pixels
+        observed = corruption.synthetic_pixels(y_valid.any(axis=0), cfg.x.pixel_count, rng)
+    valid = observed[None] & y_valid
+    return np.where(valid, y_c, np.nan), valid
+
+
+def yyyymmdd(day: np.datetime64, feb29_to_feb28: bool = True) -> int:
+    """Window centre as an int YYYYMMDD; Feb 29 -> Feb 28 when asked (the model's non-leap calendar)."""
+    y, m, d = (int(v) for v in str(np.datetime64(day, "D")).split("-"))
+    if feb29_to_feb28 and m == 2 and d == 29:
+        d = 28
+    return y * 10000 + m * 100 + d
+
+
+def assemble(win: WindowData, cfg: DatasetConfig, rng: np.random.Generator, *, centre_day: np.datetime64,
+             coords: tuple[float, float], info: dict) -> dict:
+    """The sample dict of DESIGN.md section 6 (numpy; the stream turns it into tensors)."""
+    y_c, y_valid = dense_target(win)
+    eo_c = surface_condition(win, cfg, y_c, rng)
+    x_c, x_valid = sparse_input(win, cfg, y_c, y_valid, rng)
+    lo, hi = cfg.target_bands
+    x_c, x_valid, y_c, y_valid = x_c[lo:hi], x_valid[lo:hi], y_c[lo:hi], y_valid[lo:hi]
+
+    eo_valid = np.isfinite(eo_c)
+    sample = {
+        "eo": np.where(eo_valid, normalise_celsius(np.where(eo_valid, eo_c, 0.0)), 0.0)[None],
+        "x": np.where(x_valid, normalise_celsius(np.where(x_valid, x_c, 0.0)), 0.0),
+        "y": np.where(y_valid, normalise_celsius(np.where(y_valid, y_c, 0.0)), 0.0),
+        "x_valid_mask": x_valid,
+        "y_valid_mask": y_valid,
+        "land_mask": win.ocean[None].astype(np.float32),
+    }
+    if cfg.eo.dropout_prob > 0:
+        sample["eo"] = eo_ops.eo_dropout(sample["eo"], rng, cfg.eo.dropout_prob)
+    # North-up: cube row 0 is the south edge.
+    sample = {k: np.ascontiguousarray(v[..., ::-1, :]) for k, v in sample.items()}
+    if cfg.augment:
+        sample = augment.apply_geometry_to_sample(sample, augment.draw_geometry(rng))
+    sample["x_valid_mask_1d"] = sample["x_valid_mask"].any(axis=0, keepdims=True)
+    for k in ("eo", "x", "y", "land_mask"):
+        sample[k] = sample[k].astype(np.float32)
+    sample["date"] = np.int64(yyyymmdd(centre_day, cfg.feb29_to_feb28))
+    sample["coords"] = np.asarray(coords, np.float32)
+    sample["info"] = info
+    return sample

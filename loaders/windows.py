@@ -1,0 +1,90 @@
+"""Which windows an epoch uses, and where each one lies in the cube.
+
+A window is one patch (a tile of the cube's patch index) x ``window`` consecutive days centred on
+a day. The patch index chooses the tiles and their split; :func:`cube.patches.sample_rows` turns
+them into (patch, centre day) rows, with the per-patch profile filter.
+
+How xbatcher is used, and why: xbatcher owns the window geometry along time. One
+``xbatcher.BatchGenerator`` over the cube's daily axis (``input_dims={"time": window}``,
+``input_overlap={"time": window - 1}``) yields every centred window's time selector, the same
+windows a notebook user gets from xbatcher on the cube; the spatial selector is the patch's tile
+(row0/col0 from the index, which may wrap across the dateline on a global cube, something
+xbatcher's slicing cannot express). We take xbatcher's *selectors* but not its loading: the
+generator is built over a coordinate-only template with ``preload_batch=False``, so it never
+touches data, and reads go through :class:`loaders.reader.CubeReader`'s chunk cache instead of
+per-sample xarray/dask indexing (DESIGN.md 7 guidance: no dask in the per-sample hot path).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+import xbatcher
+
+from cube.index import tile_columns
+from cube.patches import SplitSpec, sample_rows
+
+from .config import DatasetConfig
+from .reader import CubeReader
+
+
+@dataclass(frozen=True)
+class Window:
+    row: int              # index into Windows.rows
+    patch: int
+    split: str
+    centre: np.datetime64
+    time: slice           # days of the window on the cube's daily axis
+    rows: slice           # tile rows (south-up)
+    cols: np.ndarray | slice  # tile columns (an index array when wrapping the dateline)
+    lat_center: float
+    lon_center: float
+
+
+class Windows:
+    """The rows (patch x centre day) of one split, sorted by (patch, day) for chunk locality."""
+
+    def __init__(self, reader: CubeReader, cfg: DatasetConfig, split: str = "train"):
+        if split not in ("train", "val", "all"):
+            raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
+        self.window = cfg.window
+        days = reader.days
+        if len(days) < self.window:
+            raise ValueError(f"{reader.url}: window of {self.window} days is longer than the cube's {len(days)} days")
+        spec = SplitSpec.from_dict(reader.root["patches"].attrs["split_config"])
+        rows = sample_rows(reader.patches, days, self.window, spec,
+                           obs_count=reader.obs_count if cfg.min_profiles else None, min_profiles=cfg.min_profiles)
+        if split != "all":
+            rows = rows[rows["split"] == split]
+        self.rows = rows.sort_values(["patch", "day_index"], kind="stable").reset_index(drop=True)
+        self.patches = reader.patches.set_index("patch")
+        self.tile = reader.tile
+        self.nlon = reader.ocean_mask.shape[1]
+        template = xr.Dataset({"day": ("time", np.arange(len(days)))})
+        self._time_windows = xbatcher.BatchGenerator(
+            template, input_dims={"time": self.window}, input_overlap={"time": self.window - 1}, preload_batch=False)
+        self._selectors = self._time_windows._batch_selectors.selectors
+        self._days = days
+        self._patch_ids = self.rows["patch"].to_numpy()
+        self._day_index = self.rows["day_index"].to_numpy()
+        self._splits = self.rows["split"].astype(str).to_numpy()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> Window:
+        patch = int(self._patch_ids[i])
+        centre = int(self._day_index[i])
+        time = self._selectors[centre - self.window // 2][0]["time"]
+        p = self.patches.loc[patch]
+        r0, c0 = int(p["row0"]), int(p["col0"])
+        cols = tile_columns(c0, self.tile, self.nlon)
+        cols = slice(c0, c0 + self.tile) if cols[-1] == c0 + self.tile - 1 else cols
+        return Window(i, patch, str(self._splits[i]), self._days[centre], time, slice(r0, r0 + self.tile), cols,
+                      float(p["lat_center"]), float(p["lon_center"]))
+
+    def frame(self) -> pd.DataFrame:
+        return self.rows

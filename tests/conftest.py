@@ -1,0 +1,57 @@
+"""Shared fixtures: the real product samples and small demo products/cubes built once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DATA = Path(os.environ.get("DEPTHCUBE_REAL_DATA", REPO.parent / "shared" / "data" / "real"))
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    if not REAL_DATA.is_dir():
+        pytest.skip(f"real product samples not found at {REAL_DATA}")
+    return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory) -> Path:
+    """The `tiny` demo products, written once per test session."""
+    from cube.demo import DemoSpec, write_demo
+
+    out = tmp_path_factory.mktemp("demo_tiny")
+    write_demo(out, DemoSpec.preset("tiny"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_cube(tiny_demo, tmp_path_factory) -> Path:
+    """A cube built from the tiny demo with 16-cell tiles, once per test session."""
+    from cube.build import build
+
+    cfg = tiny_cube_config(tiny_demo, tmp_path_factory.mktemp("cube_tiny") / "cube.zarr")
+    build(cfg, progress=False)
+    return Path(cfg.output)
+
+
+def tiny_cube_config(demo: Path, output: Path, **overrides):
+    from cube.config import CubeConfig, load_config
+
+    data = {
+        "output": str(output),
+        "inputs": {"ostia": [f"{demo}/ostia/*.nc"], "glorys": [f"{demo}/glorys/*.nc"], "en4": [f"{demo}/en4/*.nc"]},
+        "chunks": {"days": 4},
+        "patches": {"tile_size": 16},
+        "compute": {"progress": False},
+    }
+    for key, value in overrides.items():
+        section, _, name = key.partition("__")
+        if name:
+            data.setdefault(section, {})[name] = value
+        else:
+            data[section] = value
+    return load_config(data, CubeConfig)
