@@ -246,7 +246,7 @@ def _daily_axis(cfg: CubeConfig, ostia_days: dict, glorys_files) -> np.ndarray:
         end = np.datetime64(cfg.time.end, "D") if cfg.time.end else max(ostia_days)
     else:
         raise InputError("config", "no_time_axis", "no time.start/end given and no readable OSTIA file to take the days from")
-    return np.arange(start, end + 1, dtype="datetime64[D]")
+    return np.arange(start, end + np.timedelta64(1, "D"), dtype="datetime64[D]")
 
 
 # --------------------------------------------------------------------------------------------

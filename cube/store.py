@@ -45,7 +45,8 @@ def exists(url: str) -> bool:
 
 
 def open_root(url: str, mode: str = "r+") -> zarr.Group:
-    return zarr.open_group(str(url), mode=mode, zarr_format=3)
+    """The cube's root group. Writers bypass the consolidated metadata (it is rewritten last)."""
+    return zarr.open_group(str(url), mode=mode, zarr_format=3, use_consolidated=(mode == "r"))
 
 
 def days_to_int(days: np.ndarray) -> np.ndarray:
