@@ -12,54 +12,34 @@ from typing import Literal
 from cube.config import load_config
 from cube.errors import ConfigError
 
+from .corruption import CorruptionSpec
+from .eo import EODegradation
+
 
 def _check(cond: bool, message: str):
     if not cond:
         raise ValueError(message)
 
 
-@dataclass(frozen=True)
-class XConfig:
-    """Sparse sub-surface input ``x``.
-
-    ``argo``: real profiles (window sum of sums / window sum of counts); ``tracks`` / ``rectangles``:
-    corruption of y (REFERENCE.md 6), exact budget of (1 - mask_fraction) * H * W observed pixels
-    for tracks; ``synthetic_pixels``: ~N(pixel_count, 10%) random pixels of y, fresh each epoch;
-    ``none``: x empty.
-    """
-
-    source: Literal["argo", "tracks", "rectangles", "synthetic_pixels", "none"] = "argo"
-    mask_fraction: float = 0.975
-    rect_min: int = 2
-    rect_max: int = 5
-    pixel_count: int = 500
-
-    def __post_init__(self):
-        _check(0.0 <= self.mask_fraction <= 1.0, f"mask_fraction: must be in [0, 1], got {self.mask_fraction}")
-        _check(1 <= self.rect_min <= self.rect_max, f"rect_min/rect_max: need 1 <= rect_min <= rect_max, got {self.rect_min}, {self.rect_max}")
-        _check(self.pixel_count >= 1, f"pixel_count: must be >= 1, got {self.pixel_count}")
+#: ``x`` (the sparse sub-surface input) is specified by the corruption layer's own spec:
+#: ``argo`` (real profiles: window sum of sums / window sum of counts), ``tracks`` / ``rectangles``
+#: (corruption of y, REFERENCE.md 6), ``synthetic_pixels`` (~N(pixel_count, 10%) pixels of y,
+#: fresh each epoch) or ``none``; defaults match the reference (mask_fraction 0.975).
+XConfig = CorruptionSpec
 
 
 @dataclass(frozen=True)
-class EOConfig:
-    """Surface condition ``eo``: OSTIA window mean (zero over land) or GLORYS level 0 (eo_4band),
-    with optional degradation in degC before normalisation (all off by default)."""
+class EOConfig(EODegradation):
+    """Surface condition ``eo``: OSTIA window mean (zero over land) or GLORYS level 0 (``glorys_surface``,
+    the reference eo_4band), with the optional degradations of :class:`loaders.eo.EODegradation`."""
 
     source: Literal["ostia", "glorys_surface"] = "ostia"
-    offset: bool = False
-    offset_range: tuple[float, float] = (-2.0, 2.0)
-    speckle: bool = False
-    dropout_prob: float = 0.0
-
-    def __post_init__(self):
-        _check(0.0 <= self.dropout_prob <= 1.0, f"dropout_prob: must be in [0, 1], got {self.dropout_prob}")
-        _check(self.offset_range[0] <= self.offset_range[1], f"offset_range: low > high in {self.offset_range}")
 
 
 @dataclass(frozen=True)
 class DatasetConfig:
     window_days: int = 7
-    x: XConfig = field(default_factory=XConfig)
+    x: CorruptionSpec = field(default_factory=lambda: CorruptionSpec(source="argo"))
     eo: EOConfig = field(default_factory=EOConfig)
     target_bands: tuple[int, int] = (0, 50)
     augment: bool = False

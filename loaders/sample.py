@@ -70,36 +70,21 @@ def surface_condition(win: WindowData, cfg: DatasetConfig, y_c: np.ndarray, rng)
     else:
         eo_c, _ = window_mean(win.sst_k - CELSIUS_TO_KELVIN, np.ones(len(win.sst_k)))
         eo_c = np.where(win.ocean, eo_c, np.nan)
-    if cfg.eo.offset:
-        eo_c = eo_ops.eo_offset(eo_c, rng, *cfg.eo.offset_range)
-    if cfg.eo.speckle:
-        eo_c = eo_ops.eo_speckle(eo_c, rng)
-    return eo_c
+    return eo_ops.degrade_eo_celsius(eo_c, cfg.eo, rng)
 
 
 def sparse_input(win: WindowData, cfg: DatasetConfig, y_c: np.ndarray, y_valid: np.ndarray, rng):
     """x (50, H, W) degC with NaN where unobserved, and x_valid_mask."""
-    source = cfg.x.source
-    shape = y_c.shape[-2:]
-    if source == "argo":
+    if cfg.x.source == "argo":
         n = win.count.sum(axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
             x = win.total.sum(axis=0, dtype=np.float64) / n
         valid = n > 0
         return np.where(valid, x, np.nan), valid
-    if source == "none":
-        return np.full(y_c.shape, np.nan), np.zeros(y_c.shape, bool)
-    if source == "tracks":
-        preferred = y_valid.any(axis=0) & win.ocean
-        observed = corruption.track_mask(shape, corruption.observed_budget(shape, cfg.x.mask_fraction), rng,
-                                         preferred=preferred)
-    elif source == "rectangles":
-        hidden_target = int(round(cfg.x.mask_fraction * shape[0] * shape[1]))
-        observed = ~corruption.rectangle_mask(shape, hidden_target, rng, cfg.x.rect_min, cfg.x.rect_max)
-    else:  # synthetic_pixels
-        observed = corruption.synthetic_pixels(y_valid.any(axis=0), cfg.x.pixel_count, rng)
-    valid = observed[None] & y_valid
-    return np.where(valid, y_c, np.nan), valid
+    # Tracks start on ocean pixels where y is valid at some depth (REFERENCE.md 6.9 'preferred').
+    observed = corruption.observed_mask(cfg.x, y_valid.any(axis=0) & win.ocean, rng)
+    x, valid = corruption.sparse_from_dense(y_c, y_valid, observed)
+    return np.where(valid, x, np.nan), valid
 
 
 def yyyymmdd(day: np.datetime64, feb29_to_feb28: bool = True) -> int:
@@ -128,8 +113,8 @@ def assemble(win: WindowData, cfg: DatasetConfig, rng: np.random.Generator, *, c
         "y_valid_mask": y_valid,
         "land_mask": win.ocean[None].astype(np.float32),
     }
-    if cfg.eo.dropout_prob > 0:
-        sample["eo"] = eo_ops.eo_dropout(sample["eo"], rng, cfg.eo.dropout_prob)
+    if cfg.eo.dropout_p > 0:
+        sample["eo"] = eo_ops.dropout_normalised_eo(sample["eo"], cfg.eo, rng)
     # North-up: cube row 0 is the south edge.
     sample = {k: np.ascontiguousarray(v[..., ::-1, :]) for k, v in sample.items()}
     if cfg.augment:
