@@ -188,3 +188,70 @@ def test_interrupted_build_resumes_and_never_shows_a_partial_cube(tmp_path, monk
     b = zarr.open_group(str(tmp_path / "fresh.zarr"), mode="r")
     for path in ("ostia/analysed_sst", "glorys/thetao", "profiles/count", "static/ocean_mask"):
         np.testing.assert_array_equal(a[path][:], b[path][:])
+
+
+def test_real_ostia_sample_builds_a_global_cube(tmp_path, real_data):
+    """The real OSTIA file (0.25 deg, lon 0..360, no mask) -> a 1 deg global cube; cells equal the
+    NaN-aware mean of their 4 x 4 source cells read independently with netCDF4."""
+    import netCDF4
+
+    src = real_data / "20170101120000-UKMO-L4_GHRSST-SSTfnd-OSTIAanom-GLOB-v02.0-fv02.0.nc"
+    cfg = load_config({"output": str(tmp_path / "global.zarr"), "inputs": {"ostia": [str(src)]},
+                       "grid": {"resolution": 1.0}, "patches": {"tile_size": 30},
+                       "compute": {"progress": False}}, CubeConfig)
+    report = build(cfg, progress=False)
+    assert report.rejects == []
+    root = zarr.open_group(str(tmp_path / "global.zarr"), mode="r")
+    sst = root["ostia/analysed_sst"][0]
+    assert sst.shape == (180, 360)
+    with netCDF4.Dataset(src) as ds:
+        v = ds["analysed_sst"]
+        v.set_auto_maskandscale(False)
+        raw = v[0].astype(float)
+        lat, lon = ds["lat"][:], ds["lon"][:]
+    kelvin = np.where(raw == -32768, np.nan, raw * 0.01 + 273.15)
+    # 0..360 -> -180..180 by hand: columns of lon >= 180 go first.
+    order = np.argsort(np.where(lon >= 180, lon - 360, lon))
+    kelvin = kelvin[:, order]
+    assert np.all(np.diff(lat) > 0)
+    for row, col in ((100, 200), (60, 300), (90, 10), (120, 150)):        # open ocean cells
+        block = kelvin[4 * row:4 * row + 4, 4 * col:4 * col + 4]
+        if np.isnan(block).mean() <= 0.5:
+            assert sst[row, col] == pytest.approx(np.nanmean(block), abs=1e-3)
+    # Land (no mask variable): where SST is missing; the patch index covers the globe.
+    assert np.isnan(sst).mean() > 0.2
+    n_tiles = root["patches/patch"].shape[0]
+    assert 0 < n_tiles <= (180 // 30) * (360 // 30)
+
+
+def test_real_argo_samples_go_into_a_cube(tmp_path, real_data):
+    """Argo float 13857 over its first months: each accepted profile adds to the cell holding it."""
+    import netCDF4
+
+    region = (0.0, 7.2, -34.0, -15.6)
+    glat, glon = _glorys_axes(region)
+    (tmp_path / "glorys").mkdir()
+    write_glorys(tmp_path / "glorys" / "mercatorglorys12v1_gl12_mean_199708.nc",
+                 np.full((1, 50, glat.size, glon.size), 10.0), glat, glon, [(np.datetime64("1997-08-15") - np.datetime64("1950-01-01")).astype(int) * 24])
+    cfg = load_config({"output": str(tmp_path / "argo.zarr"),
+                       "inputs": {"glorys": [f"{tmp_path}/glorys/*.nc"],
+                                  "argo": [str(real_data / "13857_prof.nc"), str(real_data / "D5900446_001.nc")]},
+                       "grid": {"region": list(region), "resolution": 0.4},
+                       "time": {"start": "1997-07-25", "end": "1997-12-31"},
+                       "patches": {"tile_size": 9}, "compute": {"progress": False}}, CubeConfig)
+    report = build(cfg, progress=False)
+    assert report.rejects == []
+    with netCDF4.Dataset(real_data / "13857_prof.nc") as ds:
+        juld = ds["JULD"][:].filled(np.nan)
+        plat, plon = ds["LATITUDE"][:].filled(np.nan), ds["LONGITUDE"][:].filled(np.nan)
+    day = np.floor(juld).astype(int)                                 # days since 1950-01-01
+    start = (np.datetime64("1997-07-25") - np.datetime64("1950-01-01")).astype(int)
+    in_time = (day >= start) & (day <= start + 159)
+    root = zarr.open_group(str(tmp_path / "argo.zarr"), mode="r")
+    n_obs = root["profiles/n_obs"][:]
+    for k in np.flatnonzero(in_time):
+        row, col = int((plat[k] - region[0]) // 0.4), int((plon[k] - region[2]) // 0.4)
+        assert n_obs[day[k] - start, row, col] > 0, f"profile {k} missing"
+    assert (n_obs.sum(axis=(1, 2)) > 0).sum() == len(np.unique(day[in_time]))
+    assert report.profiles_used == in_time.sum()
+    assert report.profiles_rejected.get("outside_region", 0) + report.profiles_rejected.get("outside_time_range", 0) > 0
