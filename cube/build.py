@@ -150,13 +150,13 @@ def _read(product: str, f: InputFile, cfg: CubeConfig, bbox=None):
     return readers.read_argo(f.url, accepted_qc=cfg.profiles.accepted_qc, bbox=bbox)
 
 
-def _probe_bbox(ds) -> tuple[float, float, float, float]:
-    lat, lon = float(ds["lat"][0]), float(ds["lon"][0])
-    return (lat - 0.01, lat + 0.01, lon - 0.01, lon + 0.01)
+def _raise(err: Exception):
+    raise err
 
 
 def scan(cfg: CubeConfig, files: list[InputFile], report: BuildReport, strict: bool) -> Plan:
-    """Dates of every file (read through the readers, so broken files are rejected here) and the grid."""
+    """Dates of every OSTIA/GLORYS file from its metadata (checked by the readers' scan functions, so
+    unreadable or mislabelled files are rejected before any heavy work), the grid and the daily axis."""
     by_product = {p: [f for f in files if f.product == p] for p in PRODUCTS}
 
     def guarded(f, fn):
@@ -168,37 +168,37 @@ def scan(cfg: CubeConfig, files: list[InputFile], report: BuildReport, strict: b
             report.reject(f, e)
             return None
 
+    from . import readers
+
     ostia_days: dict[np.datetime64, InputFile] = {}
     first_ostia = None
     for f in by_product["ostia"]:
-        ds = guarded(f, lambda: _read("ostia", f, cfg, bbox=_probe_bbox(first_ostia) if first_ostia is not None else None))
-        if ds is None:
+        meta = guarded(f, lambda: readers.scan_ostia(f.url))
+        if meta is None:
             continue
-        if first_ostia is None:
-            first_ostia = ds
-        day = np.datetime64(ds["time"].values[0], "D")
+        first_ostia = first_ostia or meta
+        day = np.datetime64(meta["time"][0], "D")
         if day in ostia_days:
-            err = InputError(f.url, "duplicate_time", f"OSTIA day {day} is already provided by {ostia_days[day].name}")
-            guarded(f, lambda: (_ for _ in ()).throw(err))
+            guarded(f, lambda: _raise(InputError(f.url, "duplicate_time",
+                                                 f"OSTIA day {day} is already provided by {ostia_days[day].name}")))
             continue
         ostia_days[day] = f
 
-    grid = _choose_grid(cfg, first_ostia, by_product["glorys"], report, strict)
-    days = _daily_axis(cfg, ostia_days, by_product["glorys"])
+    grid = _choose_grid(cfg, first_ostia)
+    days = _daily_axis(cfg, ostia_days)
     index = {d: i for i, d in enumerate(days)}
     ostia_by_day = {index[d]: f for d, f in ostia_days.items() if d in index}
 
     glorys_entries = []
-    bbox = (grid.lat_south, grid.lat_north, grid.lon_west, grid.lon_east)
     seen_times: dict[np.datetime64, str] = {}
     for f in by_product["glorys"]:
-        ds = guarded(f, lambda: _read("glorys", f, cfg, bbox=_small_bbox(bbox)))
-        if ds is None:
+        meta = guarded(f, lambda: readers.scan_glorys(f.url))
+        if meta is None:
             continue
-        times = [np.datetime64(t, "s") for t in ds["time"].values]
+        times = [np.datetime64(t, "s") for t in meta["time"]]
         dup = [t for t in times if t in seen_times]
         if dup:
-            guarded(f, lambda: (_ for _ in ()).throw(InputError(
+            guarded(f, lambda: _raise(InputError(
                 f.url, "duplicate_time", f"GLORYS time {dup[0]} is already provided by {seen_times[dup[0]]}")))
             continue
         for t in times:
@@ -211,16 +211,11 @@ def scan(cfg: CubeConfig, files: list[InputFile], report: BuildReport, strict: b
     return Plan(grid, days, ostia_by_day, glorys_times, glorys_files, profile_files)
 
 
-def _small_bbox(bbox):
-    la0, la1, lo0, lo1 = bbox
-    return (la0, min(la1, la0 + 0.2), lo0, min(lo1, lo0 + 0.2))
-
-
-def _choose_grid(cfg: CubeConfig, first_ostia, glorys_files, report, strict) -> CubeGrid:
+def _choose_grid(cfg: CubeConfig, first_ostia: dict | None) -> CubeGrid:
     if cfg.grid.region is not None:
         la0, la1, lo0, lo1 = cfg.grid.region
     elif first_ostia is not None:
-        lat, lon = first_ostia["lat"].values, first_ostia["lon"].values
+        lat, lon = first_ostia["lat"], first_ostia["lon"]
         half = float(np.median(np.diff(lat))) / 2 if lat.size > 1 else 0.025
         la0, la1, lo0, lo1 = lat[0] - half, lat[-1] + half, lon[0] - half, lon[-1] + half
     else:
@@ -238,7 +233,7 @@ def _choose_grid(cfg: CubeConfig, first_ostia, glorys_files, report, strict) -> 
     return CubeGrid(float(la0), float(lo0), res, int(round((la1 - la0) / res)), int(round((lo1 - lo0) / res)))
 
 
-def _daily_axis(cfg: CubeConfig, ostia_days: dict, glorys_files) -> np.ndarray:
+def _daily_axis(cfg: CubeConfig, ostia_days: dict) -> np.ndarray:
     if cfg.time.start and cfg.time.end:
         start, end = np.datetime64(cfg.time.start, "D"), np.datetime64(cfg.time.end, "D")
     elif ostia_days:
@@ -416,7 +411,7 @@ def build(cfg: CubeConfig, *, strict: bool | None = None, progress: bool | None 
     plan = scan(cfg, files, report, strict)
     append = existing is not None and _can_append(existing, cfg, plan)
     target = final if append else str(final).rstrip("/") + ".partial"
-    journal = store.Journal(target) if (append or store.exists(target)) else None
+    journal = store.Journal(target) if (append or (store.exists(target) and not rebuild)) else None
     if journal is not None and not append and journal.entries.get("__plan__", {}).get("fingerprint") != _fingerprint(cfg, files, plan):
         journal = None  # a stale staging folder from another plan: start again
     ocean_mask, bottom = regrid_static(cfg, plan.grid, plan, report)

@@ -14,8 +14,8 @@ from cube.errors import ConfigError, InputError
 from cube.readers.argo import read_argo
 from cube.readers.common import Bbox, PathArg, open_netcdf, path_name
 from cube.readers.en4 import read_en4
-from cube.readers.glorys import read_glorys
-from cube.readers.ostia import read_ostia
+from cube.readers.glorys import read_glorys, scan_glorys
+from cube.readers.ostia import read_ostia, scan_ostia
 
 READERS = {"ostia": read_ostia, "glorys": read_glorys, "en4": read_en4, "argo": read_argo}
 
@@ -65,4 +65,4 @@ def open_product(path: PathArg, kind: str | None = None, **opts):
     return READERS[kind](path, **opts)
 
 
-__all__ = ["Bbox", "READERS", "detect_product", "open_product", "read_argo", "read_en4", "read_glorys", "read_ostia"]
+__all__ = ["Bbox", "READERS", "detect_product", "open_product", "read_argo", "read_en4", "read_glorys", "read_ostia", "scan_glorys", "scan_ostia"]

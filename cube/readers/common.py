@@ -18,6 +18,7 @@ so a product module never lets a netCDF4 or ``KeyError`` traceback escape.
 from __future__ import annotations
 
 import os
+import threading
 import re
 import struct
 from contextlib import contextmanager
@@ -194,13 +195,26 @@ def _configure(ds: netCDF4.Dataset) -> netCDF4.Dataset:
     return ds
 
 
+#: netCDF-C / HDF5 are not thread-safe: concurrent opens or reads from dask's threads crash the
+#: process (segfault). Every netCDF4 call of the readers happens inside ``open_netcdf``'s block,
+#: which holds this lock; decoding, regridding and writing after the block run in parallel.
+NETCDF_LOCK = threading.RLock()
+
+
 @contextmanager
 def open_netcdf(path: PathArg) -> Iterator[netCDF4.Dataset]:
     """Open a NetCDF-3 or NetCDF-4 file (local path or fsspec URL) with raw, undecoded variables.
 
     Zero-byte, truncated and non-NetCDF inputs raise ``InputError(path, 'unreadable', ...)``, as do
-    netCDF-C errors while the block reads data. Remote files are read whole into memory.
+    netCDF-C errors while the block reads data. Remote files are read whole into memory (before the
+    lock is taken). The block runs under :data:`NETCDF_LOCK`.
     """
+    with _open_locked(path) as ds:
+        yield ds
+
+
+@contextmanager
+def _open_locked(path: PathArg) -> Iterator[netCDF4.Dataset]:
     text = os.fspath(path) if not isinstance(path, str) else path
     if _is_remote(text):
         data = _fetch_remote(text)
@@ -215,16 +229,17 @@ def open_netcdf(path: PathArg) -> Iterator[netCDF4.Dataset]:
         if kind == "classic":
             _check_classic_size(text, lambda n: _read_local_head(local, n)[0], size, CLASSIC_MAGICS[head[:4]])
         opener = lambda: netCDF4.Dataset(local, mode="r")  # noqa: E731
-    try:
-        ds = _configure(opener())
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise InputError(text, "unreadable", f"netCDF4 cannot open it: {exc}") from exc
-    try:
-        yield ds
-    except (OSError, RuntimeError) as exc:
-        raise InputError(text, "unreadable", f"reading failed: {exc}") from exc
-    finally:
-        ds.close()
+    with NETCDF_LOCK:
+        try:
+            ds = _configure(opener())
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise InputError(text, "unreadable", f"netCDF4 cannot open it: {exc}") from exc
+        try:
+            yield ds
+        except (OSError, RuntimeError) as exc:
+            raise InputError(text, "unreadable", f"reading failed: {exc}") from exc
+        finally:
+            ds.close()
 
 
 def require_var(ds: netCDF4.Dataset, name: str, path) -> netCDF4.Variable:

@@ -71,6 +71,19 @@ def read_glorys(path: PathArg, bbox=None) -> xr.Dataset:
     return _dataset(path, times, plan, thetao)
 
 
+def scan_glorys(path: PathArg) -> dict:
+    """Metadata only (no thetao read): the file's times with the dating rules of
+    :func:`read_glorys`, after the same variable, units, depth-axis and grid checks."""
+    with open_netcdf(path) as ds:
+        var = require_var(ds, "thetao", path)
+        _check_units(path, var)
+        time_dim, depth_dim, lat_dim, lon_dim = _layout(path, var)
+        _depth_order(path, read_coord(ds, depth_dim, path))
+        check_lat_lon_dims(path, ds, lat_dim, lon_dim)
+        times = np.sort(_times(ds, path, var, time_dim))
+    return {"time": times}
+
+
 def _check_units(path, var: netCDF4.Variable) -> None:
     units = var_attrs(var).get("units")
     if unit_kind(units) != "celsius":

@@ -57,6 +57,19 @@ def read_ostia(path: PathArg, bbox=None) -> xr.Dataset:
     return _dataset(path, times, plan, sst, land, ice)
 
 
+def scan_ostia(path: PathArg) -> dict:
+    """Metadata only (no SST read): the file's times and full lat/lon axes, checked as in
+    :func:`read_ostia` (variable, units, layout, grid, time vs name). For planning a build."""
+    with open_netcdf(path) as ds:
+        sst_var = require_var(ds, "analysed_sst", path)
+        _check_sst_units(path, sst_var)
+        lat_dim, lon_dim, has_time = _layout(path, sst_var)
+        check_lat_lon_dims(path, ds, lat_dim, lon_dim)
+        plan = plan_horizontal(read_coord(ds, lat_dim, path), read_coord(ds, lon_dim, path), None, path,
+                               shape=sst_var.shape[-2:])
+        return {"time": _times(ds, path, sst_var, has_time), "lat": plan.lat, "lon": plan.lon}
+
+
 def _check_sst_units(path, var: netCDF4.Variable) -> None:
     units = var_attrs(var).get("units")
     kind = unit_kind(units)
