@@ -354,8 +354,15 @@ def _scratch_url(url: str, f: InputFile) -> str:
     return f"{str(url).rstrip('/')}/.build/profiles/{digest}.npz"
 
 
-def task_profiles_b(url: str, grid: CubeGrid, t0: int, t1: int, sources: list[InputFile]) -> dict:
-    """Rasterise the aligned profile rows of days [t0, t1) into ``profiles/count`` and ``sum``."""
+def task_profiles_b(url: str, grid: CubeGrid, t0: int, t1: int, sources: list[InputFile], block: int,
+                    fresh: bool) -> dict:
+    """Rasterise the aligned profile rows of days [t0, t1) into ``profiles/count``, ``sum`` and ``n_obs``.
+
+    Works one spatial chunk at a time, so memory is one chunk whatever the grid size; chunks with
+    no observation are not written (they read as zeros). When re-computing an existing cube
+    (``fresh=False``), a chunk that had data and now has none is overwritten with zeros, which
+    makes zarr delete it.
+    """
     from .rasterise import rasterise
 
     parts = []
@@ -365,20 +372,27 @@ def task_profiles_b(url: str, grid: CubeGrid, t0: int, t1: int, sources: list[In
             sel = (z["day"] >= t0) & (z["day"] < t1)
             parts.append({k: z[k][sel] for k in ("day", "lat", "lon", "values")})
     root = store.open_root(url)
-    nlev = len(GLORYS_DEPTHS)
-    if not parts or sum(len(p["day"]) for p in parts) == 0:
-        count = np.zeros((t1 - t0, nlev, grid.nlat, grid.nlon), np.int32)
-        total = np.zeros(count.shape, np.float32)
-    else:
-        cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        raster = rasterise(cat["day"] - t0, cat["lat"], cat["lon"], cat["values"], grid, t1 - t0)
-        count, total = raster.dense(0, t1 - t0)
-    # Writing zeros is cheap: zarr drops all-zero chunks (write_empty_chunks=False) and deletes
-    # a chunk that an append turned from data back to empty.
-    root["profiles/count"][t0:t1] = count.astype(np.int32)
-    root["profiles/sum"][t0:t1] = total.astype(np.float32)
-    root["profiles/n_obs"][t0:t1] = count.sum(axis=1, dtype=np.int32)
-    return {"observations": int(count.sum())}
+    count_arr, sum_arr, nobs_arr = (root[f"profiles/{n}"] for n in ("count", "sum", "n_obs"))
+    cat = {k: np.concatenate([p[k] for p in parts]) if parts else np.zeros(0) for k in ("day", "lat", "lon")}
+    values = np.concatenate([p["values"] for p in parts]) if parts else np.zeros((0, len(GLORYS_DEPTHS)), np.float32)
+    raster = rasterise(cat["day"].astype(np.int64) - t0, cat["lat"], cat["lon"], values, grid, t1 - t0)
+    with_data = set(zip((raster.row // block).tolist(), (raster.col // block).tolist()))
+    observations = 0
+    for bi in range(-(-grid.nlat // block)):
+        for bj in range(-(-grid.nlon // block)):
+            rows, cols = slice(bi * block, (bi + 1) * block), slice(bj * block, (bj + 1) * block)
+            if (bi, bj) in with_data:
+                count, total = raster.dense(0, t1 - t0, rows=rows, cols=cols)
+            elif not fresh and nobs_arr[t0:t1, rows, cols].any():
+                count = np.zeros((t1 - t0, len(GLORYS_DEPTHS)) + nobs_arr[t0:t1, rows, cols].shape[1:], np.int32)
+                total = count.astype(np.float32)
+            else:
+                continue
+            count_arr[t0:t1, :, rows, cols] = count
+            sum_arr[t0:t1, :, rows, cols] = total
+            nobs_arr[t0:t1, rows, cols] = count.sum(axis=1, dtype=np.int32)
+            observations += int(count.sum())
+    return {"observations": observations}
 
 
 # --------------------------------------------------------------------------------------------
@@ -437,7 +451,7 @@ def build(cfg: CubeConfig, *, strict: bool | None = None, progress: bool | None 
     todo = {k: v for k, v in tasks.items() if not journal.done(k)}
     _run_phase(todo, journal, report, cfg, progress, scheduler, local_cluster, strict, phase="a")
     # Phase b (rasterising profiles) needs the day ranges recorded by phase a.
-    tasks_b = _tasks_b(target, plan, journal, cfg)
+    tasks_b = _tasks_b(target, plan, journal, cfg, fresh=not append)
     todo_b = {k: v for k, v in tasks_b.items() if not journal.done(k)}
     report.tasks_skipped += len(tasks_b) - len(todo_b)
     _run_phase(todo_b, journal, report, cfg, progress, scheduler, local_cluster, strict, phase="b")
@@ -509,7 +523,7 @@ def _tasks(url: str, cfg: CubeConfig, plan: Plan) -> dict:
     return tasks
 
 
-def _tasks_b(url: str, plan: Plan, journal: store.Journal, cfg: CubeConfig) -> dict:
+def _tasks_b(url: str, plan: Plan, journal: store.Journal, cfg: CubeConfig, fresh: bool) -> dict:
     ranges = []
     for f in plan.profile_files:
         e = journal.entries.get(f"profiles-a:{f.key()}:{plan.days[0]}:{len(plan.days)}", {})
@@ -518,7 +532,8 @@ def _tasks_b(url: str, plan: Plan, journal: store.Journal, cfg: CubeConfig) -> d
     tasks = {}
     for t0, t1 in _chunks(len(plan.days), cfg.chunks.days):
         sources = [f for f, (lo, hi) in ranges if lo < t1 and hi >= t0]
-        tasks[_chunk_key("profiles-b", t0, t1, sources)] = (task_profiles_b, (url, plan.grid, t0, t1, sources))
+        tasks[_chunk_key("profiles-b", t0, t1, sources)] = (
+            task_profiles_b, (url, plan.grid, t0, t1, sources, cfg.chunks.spatial or cfg.patches.tile_size, fresh))
     return tasks
 
 
