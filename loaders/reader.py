@@ -85,22 +85,29 @@ class CubeReader:
         return self.root["static/bottom_level"][:]
 
     # -- chunked reads ---------------------------------------------------------------------------
-    def read(self, path: str, time: slice | None, rows: slice, cols: np.ndarray | slice) -> np.ndarray:
-        """``path[time, ..., rows, cols]`` assembled from cached chunks (cols may wrap: an index array)."""
+    def read(self, path: str, time: slice | None, rows: slice, cols: np.ndarray | slice,
+             sum_time: bool = False) -> np.ndarray:
+        """``path[time, ..., rows, cols]`` assembled from cached chunks (cols may wrap: an index array).
+
+        ``sum_time=True`` returns the sum over the time slice instead, summed chunk by chunk
+        without materialising the window (the profile count/sum windows of the ``argo`` mode).
+        """
         arr = self.root[path]
         if isinstance(cols, slice):
-            return self._read_box(path, arr, time, rows, cols)
+            return self._read_box(path, arr, time, rows, cols, sum_time)
         # A dateline-wrapping tile: read the contiguous runs and join them.
         breaks = np.flatnonzero(np.diff(cols) != 1) + 1
         runs = np.split(cols, breaks)
-        return np.concatenate([self._read_box(path, arr, time, rows, slice(int(r[0]), int(r[-1]) + 1)) for r in runs], axis=-1)
+        return np.concatenate([self._read_box(path, arr, time, rows, slice(int(r[0]), int(r[-1]) + 1), sum_time)
+                               for r in runs], axis=-1)
 
-    def _read_box(self, path, arr, time, rows, cols) -> np.ndarray:
+    def _read_box(self, path, arr, time, rows, cols, sum_time: bool = False) -> np.ndarray:
         lead = [time] if time is not None else []
         sel = lead + [slice(None)] * (arr.ndim - 2 - len(lead)) + [rows, cols]
         starts = [s.start or 0 for s in sel]
         stops = [arr.shape[d] if s.stop is None else s.stop for d, s in enumerate(sel)]
-        out = np.empty([b - a for a, b in zip(starts, stops)], dtype=arr.dtype)
+        shape = [b - a for a, b in zip(starts, stops)]
+        out = np.zeros(shape[1:], dtype=arr.dtype) if sum_time else np.empty(shape, dtype=arr.dtype)
         chunk_ranges = [range(a // c, (b - 1) // c + 1) for a, b, c in zip(starts, stops, arr.chunks)]
         for idx in np.ndindex(*[len(r) for r in chunk_ranges]):
             cidx = tuple(r[i] for r, i in zip(chunk_ranges, idx))
@@ -110,7 +117,10 @@ class CubeReader:
                 lo, hi = max(a, origin[d]), min(b, origin[d] + block.shape[d])
                 src.append(slice(lo - origin[d], hi - origin[d]))
                 dst.append(slice(lo - a, hi - a))
-            out[tuple(dst)] = block[tuple(src)]
+            if sum_time:
+                out[tuple(dst[1:])] += block[tuple(src)].sum(axis=0, dtype=out.dtype)
+            else:
+                out[tuple(dst)] = block[tuple(src)]
         return out
 
     def _chunk(self, path, arr, cidx):

@@ -24,8 +24,8 @@ class WindowData:
     sst_k: np.ndarray          # (W, H, W) OSTIA kelvin, NaN where missing
     glorys: np.ndarray         # (S, 50, H, W) snapshots used by the window, degC, NaN invalid
     glorys_days: np.ndarray    # (S,) number of window days whose nearest snapshot is s
-    count: np.ndarray | None   # (W, 50, H, W) profile counts (argo mode only)
-    total: np.ndarray | None   # (W, 50, H, W) profile sums, degC
+    count: np.ndarray | None   # (50, H, W) profile counts summed over the window (argo mode only)
+    total: np.ndarray | None   # (50, H, W) profile sums over the window, degC
     ocean: np.ndarray          # (H, W) bool
     bottom_level: np.ndarray   # (H, W) number of valid GLORYS levels
 
@@ -42,16 +42,16 @@ def nearest_snapshots(days: np.ndarray, snapshot_times: np.ndarray) -> np.ndarra
 
 
 def window_mean(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """NaN-aware weighted mean over axis 0; returns (mean with NaN where no data, valid mask)."""
-    valid = np.isfinite(values)
-    w = weights.reshape((-1,) + (1,) * (values.ndim - 1)).astype(np.float64)
-    num = np.where(valid, values, 0.0).astype(np.float64) * w
-    den = valid * w
-    den_sum = den.sum(axis=0)
+    """NaN-aware weighted mean over axis 0 (float32); returns (mean, NaN where no data, and validity)."""
+    num = np.zeros(values.shape[1:], np.float32)
+    den = np.zeros(values.shape[1:], np.float32)
+    for v, w in zip(values, np.asarray(weights, np.float32)):
+        ok = np.isfinite(v)
+        num += np.where(ok, v, 0) * w
+        den += ok * w
+    valid = den > 0
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = num.sum(axis=0) / den_sum
-    ok = den_sum > 0
-    return np.where(ok, mean, np.nan), ok
+        return np.where(valid, num / den, np.nan).astype(np.float32), valid
 
 
 def dense_target(win: WindowData) -> tuple[np.ndarray, np.ndarray]:
@@ -76,11 +76,11 @@ def surface_condition(win: WindowData, cfg: DatasetConfig, y_c: np.ndarray, rng)
 def sparse_input(win: WindowData, cfg: DatasetConfig, y_c: np.ndarray, y_valid: np.ndarray, rng):
     """x (50, H, W) degC with NaN where unobserved, and x_valid_mask."""
     if cfg.x.source == "argo":
-        n = win.count.sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            x = win.total.sum(axis=0, dtype=np.float64) / n
+        n = win.count
         valid = n > 0
-        return np.where(valid, x, np.nan), valid
+        with np.errstate(invalid="ignore", divide="ignore"):
+            x = win.total / n
+        return np.where(valid, x, np.nan).astype(np.float32), valid
     # Tracks start on ocean pixels where y is valid at some depth (REFERENCE.md 6.9 'preferred').
     observed = corruption.observed_mask(cfg.x, y_valid.any(axis=0) & win.ocean, rng)
     x, valid = corruption.sparse_from_dense(y_c, y_valid, observed)

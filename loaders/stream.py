@@ -138,8 +138,8 @@ class CubeStream(IterableDataset):
         return WindowData(
             sst_k=r.read("ostia/analysed_sst", w.time, w.rows, w.cols) if self.config.eo.source == "ostia" else None,
             glorys=glorys, glorys_days=counts,
-            count=r.read("profiles/count", w.time, w.rows, w.cols) if argo else None,
-            total=r.read("profiles/sum", w.time, w.rows, w.cols) if argo else None,
+            count=r.read("profiles/count", w.time, w.rows, w.cols, sum_time=True) if argo else None,
+            total=r.read("profiles/sum", w.time, w.rows, w.cols, sum_time=True) if argo else None,
             ocean=r.ocean_mask[w.rows][:, w.cols], bottom_level=r.bottom_level[w.rows][:, w.cols],
         )
 
