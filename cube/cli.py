@@ -157,7 +157,7 @@ def _later_layers():
     import importlib
 
     out = []
-    for module in ("train.cli",):
+    for module in ("loaders.cli", "train.cli"):
         try:
             out.append(importlib.import_module(module).register)
         except ImportError:

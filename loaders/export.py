@@ -314,7 +314,7 @@ def window_arrays(stream, index: int) -> WindowArrays:
         y=np.asarray(y_c, np.float32)[flip], x_valid=x_valid[flip],
         ostia_days=int(np.isfinite(win.sst_k).any(axis=(1, 2)).sum()),
         glorys_days=int(win.glorys_days[snap_ok].sum()),
-        argo_days=int((win.count > 0).any(axis=(1, 2, 3)).sum()),
+        argo_days=int((stream.reader.read("profiles/n_obs", w.time, w.rows, w.cols) > 0).any(axis=(1, 2)).sum()),
     )
 
 

@@ -44,12 +44,15 @@ def _lat_label(v: float, _pos=None) -> str:
     return "0°" if abs(v) < 1e-9 else f"{abs(v):g}°{'N' if v > 0 else 'S'}"
 
 
-def degree_axes(ax) -> None:
-    """Label an axes' x ticks as longitudes and y ticks as latitudes (``10°W``, ``45°N``)."""
-    ax.xaxis.set_major_formatter(FuncFormatter(_lon_label))
-    ax.yaxis.set_major_formatter(FuncFormatter(_lat_label))
-    ax.set_xlabel("longitude")
-    ax.set_ylabel("latitude")
+def degree_axes(ax, *, x: bool = True, y: bool = True) -> None:
+    """Label an axes' x ticks as longitudes and y ticks as latitudes (``10°W``, ``45°N``);
+    ``y=False`` leaves the y axis alone (e.g. depth in a section)."""
+    if x:
+        ax.xaxis.set_major_formatter(FuncFormatter(_lon_label))
+        ax.set_xlabel("longitude")
+    if y:
+        ax.yaxis.set_major_formatter(FuncFormatter(_lat_label))
+        ax.set_ylabel("latitude")
 
 
 def _save(fig: Figure, path: str | Path | None) -> Figure:
