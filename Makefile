@@ -30,7 +30,7 @@ cube: demo
 test: setup
 	$(BIN)/pytest -q -m "not slow" --timeout=600
 
-# The slow tests alone (kill/resume, cluster, S3, notebook); .ci/run runs them after `make test`.
+# The tests marked slow (kept out of `make test`); .ci/run runs them after `make test`.
 test-slow: setup
 	$(BIN)/pytest -q -m slow --timeout=1800 || [ $$? -eq 5 ]  # 5 = no slow test selected
 
