@@ -11,6 +11,7 @@ opens the store lazily on first use, so no zarr/fsspec handle crosses a fork or 
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from functools import cached_property
 
@@ -27,6 +28,7 @@ class CubeReader:
         self.cache_bytes = cache_bytes
         self.storage_options = storage_options
         self._root = None
+        self._pid = None
         self._cache: OrderedDict = OrderedDict()
         self._cached = 0
         self.chunks_decoded = 0
@@ -40,6 +42,10 @@ class CubeReader:
 
     @property
     def root(self) -> zarr.Group:
+        if self._pid != os.getpid():
+            # A forked DataLoader worker inherits the parent's handle and zarr event-loop state;
+            # never use them across a fork: reopen in this process.
+            self._root, self._pid = None, os.getpid()
         if self._root is None:
             kwargs = {"storage_options": self.storage_options} if self.storage_options else {}
             self._root = zarr.open_group(self.url, mode="r", zarr_format=3, use_consolidated=True, **kwargs)
