@@ -255,3 +255,20 @@ def test_real_argo_samples_go_into_a_cube(tmp_path, real_data):
     assert (n_obs.sum(axis=(1, 2)) > 0).sum() == len(np.unique(day[in_time]))
     assert report.profiles_used == in_time.sum()
     assert report.profiles_rejected.get("outside_region", 0) + report.profiles_rejected.get("outside_time_range", 0) > 0
+
+
+def test_native_grid_keeps_glorys_values(tmp_path):
+    """resolution: native puts cube cells on the GLORYS 1/12 deg centres: thetao passes unchanged."""
+    write_background(tmp_path)
+    glat, glon = _glorys_axes()
+    theta = 10 + 0.5 * glat[None, None, :, None] + 0.1 * glon[None, None, None, :] - 0.01 * np.arange(50)[None, :, None, None]
+    write_glorys(tmp_path / "glorys" / "mercatorglorys12v1_gl12_mean_20100101_R20100106.nc", theta, glat, glon,
+                 [HOURS_20100101])
+    build(config(tmp_path, grid={"region": list(REGION), "resolution": "native"}), progress=False)
+    root = zarr.open_group(str(tmp_path / "cube.zarr"), mode="r")
+    lat, lon = root["glorys/lat"][:], root["glorys/lon"][:]
+    assert np.allclose(np.diff(lat), 1 / 12) and np.allclose(lat * 12, np.round(lat * 12), atol=1e-6)
+    i = np.searchsorted(glat, lat[0] - 1e-6)
+    j = np.searchsorted(glon, lon[0] - 1e-6)
+    expected = theta[0][:, i:i + lat.size, j:j + lon.size]
+    np.testing.assert_allclose(root["glorys/thetao"][0], expected, atol=1e-3)    # int16 packing step 0.0007
