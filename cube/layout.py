@@ -40,6 +40,14 @@ class VariableSpec:
         time_chunk = chunking.glorys_times if self.group == "glorys" else chunking.days
         return tuple(min(sizes[d], per_dim.get(d, time_chunk)) if sizes[d] else 1 for d in self.dims)
 
+    def shards(self, sizes: dict[str, int], chunking: ChunkConfig, tile: int) -> tuple[int, ...] | None:
+        """Shard shape: ``shard_tiles`` chunks per side in lat/lon, one chunk along the other dims
+        (so each build task, which owns whole time chunks, owns whole shards)."""
+        if not chunking.shard_tiles:
+            return None
+        chunks = self.chunks(sizes, chunking, tile)
+        return tuple(c * chunking.shard_tiles if d in ("lat", "lon") else c for d, c in zip(self.dims, chunks))
+
 
 TEMPERATURE_C = {"units": "degC", "standard_name": "sea_water_potential_temperature"}
 

@@ -94,7 +94,7 @@ def _create_variable(group: zarr.Group, var: VariableSpec, sizes: dict, chunking
     shape = tuple(sizes[d] for d in var.dims)
     group.create_array(
         var.name, shape=shape, dtype=var.dtype, chunks=var.chunks(sizes, chunking, tile),
-        compressors=codec, fill_value=var.fill_value, dimension_names=var.dims,
+        shards=var.shards(sizes, chunking, tile), compressors=codec, fill_value=var.fill_value, dimension_names=var.dims,
         attributes={**var.attrs, "coordinates": " ".join(d for d in var.dims if d != "time")},
     )
 

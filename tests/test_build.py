@@ -272,3 +272,27 @@ def test_native_grid_keeps_glorys_values(tmp_path):
     j = np.searchsorted(glon, lon[0] - 1e-6)
     expected = theta[0][:, i:i + lat.size, j:j + lon.size]
     np.testing.assert_allclose(root["glorys/thetao"][0], expected, atol=1e-3)    # int16 packing step 0.0007
+
+
+def test_sharded_cube_has_fewer_objects_and_the_same_values(tiny_demo, tmp_path):
+    from conftest import tiny_cube_config
+
+    plain = tiny_cube_config(tiny_demo, tmp_path / "plain.zarr")
+    sharded = tiny_cube_config(tiny_demo, tmp_path / "sharded.zarr", chunks={"days": 4, "shard_tiles": 2})
+    build(plain, progress=False)
+    build(sharded, progress=False)
+    a = zarr.open_group(plain.output, mode="r")
+    b = zarr.open_group(sharded.output, mode="r")
+    for path in ("ostia/analysed_sst", "glorys/thetao", "profiles/count", "profiles/sum", "static/ocean_mask"):
+        np.testing.assert_array_equal(a[path][:], b[path][:])
+        assert b[path].shards is not None
+    count = lambda p: sum(1 for f in p.rglob("*") if f.is_file() and ".build" not in f.parts)  # noqa: E731
+    assert count(tmp_path / "sharded.zarr") < count(tmp_path / "plain.zarr")
+    from loaders import CubeStream
+    from loaders.config import DatasetConfig
+
+    s_plain = CubeStream(plain.output, DatasetConfig(window_days=3), split="all")
+    s_sharded = CubeStream(sharded.output, DatasetConfig(window_days=3), split="all")
+    for i in (0, len(s_plain) - 1):
+        x, y = s_plain.sample(i), s_sharded.sample(i)
+        assert all(np.array_equal(x[k], y[k]) for k in ("eo", "x", "y", "x_valid_mask", "y_valid_mask"))
