@@ -31,11 +31,12 @@ class CubeReader:
         self._pid = None
         self._cache: OrderedDict = OrderedDict()
         self._cached = 0
+        self._arrays: dict = {}
         self.chunks_decoded = 0
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state.update(_root=None, _cache=OrderedDict(), _cached=0)
+        state.update(_root=None, _cache=OrderedDict(), _cached=0, _arrays={})
         for name in ("days", "glorys_times", "patches", "ocean_mask", "bottom_level", "obs_count", "attrs"):
             state.pop(name, None)  # cached_property values: recomputed per process
         return state
@@ -45,7 +46,7 @@ class CubeReader:
         if self._pid != os.getpid():
             # A forked DataLoader worker inherits the parent's handle and zarr event-loop state;
             # never use them across a fork: reopen in this process.
-            self._root, self._pid = None, os.getpid()
+            self._root, self._pid, self._arrays = None, os.getpid(), {}
         if self._root is None:
             kwargs = {"storage_options": self.storage_options} if self.storage_options else {}
             self._root = zarr.open_group(self.url, mode="r", zarr_format=3, use_consolidated=True, **kwargs)
@@ -98,7 +99,7 @@ class CubeReader:
         ``sum_time=True`` returns the sum over the time slice instead, summed chunk by chunk
         without materialising the window (the profile count/sum windows of the ``argo`` mode).
         """
-        arr = self.root[path]
+        arr = self.array(path)
         if isinstance(cols, slice):
             return self._read_box(path, arr, time, rows, cols, sum_time)
         # A dateline-wrapping tile: read the contiguous runs and join them.
@@ -106,6 +107,46 @@ class CubeReader:
         runs = np.split(cols, breaks)
         return np.concatenate([self._read_box(path, arr, time, rows, slice(int(r[0]), int(r[-1]) + 1), sum_time)
                                for r in runs], axis=-1)
+
+    def array(self, path: str) -> zarr.Array:
+        """The zarr array at ``path`` (looked up once per process)."""
+        root = self.root
+        if path not in self._arrays:
+            self._arrays[path] = root[path]
+        return self._arrays[path]
+
+    def profile_sums(self, time: slice, rows: slice, cols: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
+        """Window sums of ``profiles/count`` and ``profiles/sum``: (levels, H, W) int32 and float32.
+
+        Profiles are sparse: ``profiles/n_obs`` (2-D per day, small) says which (day, cell) hold
+        observations, and only those columns are gathered from the (cached) count/sum chunks,
+        instead of summing the dense (days, 50, H, W) window.
+        """
+        n_obs = self.read("profiles/n_obs", time, rows, cols)
+        d, r, c = np.nonzero(n_obs)
+        nlev = self.array("profiles/count").shape[1]
+        h, w = n_obs.shape[1:]
+        count = np.zeros((h * w, nlev), np.int32)
+        total = np.zeros((h * w, nlev), np.float32)
+        if d.size:
+            col_index = cols[c] if isinstance(cols, np.ndarray) else cols.start + c
+            points = (time.start + d, rows.start + r, col_index)
+            pix = r * w + c
+            np.add.at(count, pix, self._gather("profiles/count", *points))
+            np.add.at(total, pix, self._gather("profiles/sum", *points))
+        return count.T.reshape(nlev, h, w), total.T.reshape(nlev, h, w)
+
+    def _gather(self, path: str, t: np.ndarray, row: np.ndarray, col: np.ndarray) -> np.ndarray:
+        """Values ``path[t, :, row, col]`` at points, shape (n, levels), from cached chunks."""
+        arr = self.array(path)
+        ct, _, cr, cc = arr.chunks
+        keys = np.stack([t // ct, row // cr, col // cc], axis=1)
+        out = np.empty((t.size, arr.shape[1]), arr.dtype)
+        for key in np.unique(keys, axis=0):
+            sel = np.flatnonzero((keys == key).all(axis=1))
+            block, origin = self._chunk(path, arr, (int(key[0]), 0, int(key[1]), int(key[2])))
+            out[sel] = block[t[sel] - origin[0], :, row[sel] - origin[2], col[sel] - origin[3]]
+        return out
 
     def _read_box(self, path, arr, time, rows, cols, sum_time: bool = False) -> np.ndarray:
         lead = [time] if time is not None else []

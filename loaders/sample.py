@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cube.constants import CELSIUS_TO_KELVIN, normalise_celsius
+from cube.constants import CELSIUS_TO_KELVIN, Y_MEAN_K, Y_STD_K
 
 from . import augment, corruption, eo as eo_ops
 from .config import DatasetConfig
@@ -43,12 +43,12 @@ def nearest_snapshots(days: np.ndarray, snapshot_times: np.ndarray) -> np.ndarra
 
 def window_mean(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """NaN-aware weighted mean over axis 0 (float32); returns (mean, NaN where no data, and validity)."""
-    num = np.zeros(values.shape[1:], np.float32)
-    den = np.zeros(values.shape[1:], np.float32)
-    for v, w in zip(values, np.asarray(weights, np.float32)):
-        ok = np.isfinite(v)
-        num += np.where(ok, v, 0) * w
-        den += ok * w
+    if len(values) == 1:  # one snapshot for the whole window: nothing to average
+        return values[0], np.isfinite(values[0])
+    ok = np.isfinite(values)
+    w = np.asarray(weights, np.float32).reshape((-1,) + (1,) * (values.ndim - 1))
+    num = np.einsum("i...,i...->...", np.where(ok, values, np.float32(0)), w)
+    den = np.einsum("i...,i...->...", ok.astype(np.float32), w)
     valid = den > 0
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(valid, num / den, np.nan).astype(np.float32), valid
@@ -76,11 +76,10 @@ def surface_condition(win: WindowData, cfg: DatasetConfig, y_c: np.ndarray, rng)
 def sparse_input(win: WindowData, cfg: DatasetConfig, y_c: np.ndarray, y_valid: np.ndarray, rng):
     """x (50, H, W) degC with NaN where unobserved, and x_valid_mask."""
     if cfg.x.source == "argo":
-        n = win.count
-        valid = n > 0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            x = win.total / n
-        return np.where(valid, x, np.nan).astype(np.float32), valid
+        valid = win.count > 0
+        x = np.full(valid.shape, np.nan, np.float32)
+        x[valid] = win.total[valid] / win.count[valid]  # sparse: only observed cells
+        return x, valid
     # Tracks start on ocean pixels where y is valid at some depth (REFERENCE.md 6.9 'preferred').
     observed = corruption.observed_mask(cfg.x, y_valid.any(axis=0) & win.ocean, rng)
     x, valid = corruption.sparse_from_dense(y_c, y_valid, observed)
@@ -95,6 +94,14 @@ def yyyymmdd(day: np.datetime64, feb29_to_feb28: bool = True) -> int:
     return y * 10000 + m * 100 + d
 
 
+def _zscore(t_c: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """:func:`cube.constants.normalise_celsius` in float32, in place on a new array, 0 where invalid."""
+    z = np.add(t_c, CELSIUS_TO_KELVIN - Y_MEAN_K, dtype=np.float32)
+    z *= np.float32(1.0 / Y_STD_K)
+    z[~valid] = 0.0
+    return z
+
+
 def assemble(win: WindowData, cfg: DatasetConfig, rng: np.random.Generator, *, centre_day: np.datetime64,
              coords: tuple[float, float], info: dict) -> dict:
     """The sample dict of DESIGN.md section 6 (numpy; the stream turns it into tensors)."""
@@ -104,11 +111,10 @@ def assemble(win: WindowData, cfg: DatasetConfig, rng: np.random.Generator, *, c
     lo, hi = cfg.target_bands
     x_c, x_valid, y_c, y_valid = x_c[lo:hi], x_valid[lo:hi], y_c[lo:hi], y_valid[lo:hi]
 
-    eo_valid = np.isfinite(eo_c)
     sample = {
-        "eo": np.where(eo_valid, normalise_celsius(np.where(eo_valid, eo_c, 0.0)), 0.0)[None],
-        "x": np.where(x_valid, normalise_celsius(np.where(x_valid, x_c, 0.0)), 0.0),
-        "y": np.where(y_valid, normalise_celsius(np.where(y_valid, y_c, 0.0)), 0.0),
+        "eo": _zscore(eo_c, np.isfinite(eo_c))[None],
+        "x": _zscore(x_c, x_valid),
+        "y": _zscore(y_c, y_valid),
         "x_valid_mask": x_valid,
         "y_valid_mask": y_valid,
         "land_mask": win.ocean[None].astype(np.float32),
@@ -120,8 +126,6 @@ def assemble(win: WindowData, cfg: DatasetConfig, rng: np.random.Generator, *, c
     if cfg.augment:
         sample = augment.apply_geometry_to_sample(sample, augment.draw_geometry(rng))
     sample["x_valid_mask_1d"] = sample["x_valid_mask"].any(axis=0, keepdims=True)
-    for k in ("eo", "x", "y", "land_mask"):
-        sample[k] = sample[k].astype(np.float32)
     sample["date"] = np.int64(yyyymmdd(centre_day, cfg.feb29_to_feb28))
     sample["coords"] = np.asarray(coords, np.float32)
     sample["info"] = info
