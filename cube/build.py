@@ -82,11 +82,21 @@ def expand_inputs(cfg: CubeConfig) -> list[InputFile]:
             protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
             for m in matches:
                 urls.add(m if protocol in ("file", "local") else f"{protocol}://{m}")
-        for url in sorted(urls):
-            fs, path = fsspec.core.url_to_fs(url)
-            info = fs.info(path)
-            files.append(InputFile(product, url, int(info.get("size") or 0), _checksum(fs, path, info)))
+        files += [_input_file(product, url) for url in sorted(urls)]
     return files
+
+
+def _input_file(product: str, url: str) -> InputFile:
+    """An input with its size and checksum. A match that cannot be read (a directory, a dangling
+    link, no permission) is kept with an ``unreadable:`` checksum: the scan rejects it by name."""
+    fs, path = fsspec.core.url_to_fs(url)
+    try:
+        info = fs.info(path)
+        if info.get("type") == "directory":
+            return InputFile(product, url, 0, "unreadable:directory")
+        return InputFile(product, url, int(info.get("size") or 0), _checksum(fs, path, info))
+    except OSError as e:
+        return InputFile(product, url, 0, f"unreadable:{type(e).__name__}")
 
 
 def _checksum(fs, path, info) -> str:
@@ -191,9 +201,13 @@ def scan(cfg: CubeConfig, files: list[InputFile], report: BuildReport, strict: b
 
     glorys_entries = []
     seen_times: dict[np.datetime64, str] = {}
-    for f in by_product["glorys"]:
-        meta = guarded(f, lambda: readers.scan_glorys(f.url))
-        if meta is None:
+    scanned = [(f, guarded(f, lambda: readers.scan_glorys(f.url, bbox=_bbox(grid)))) for f in by_product["glorys"]]
+    scanned = [(f, meta) for f, meta in scanned if meta is not None]
+    common = _common_lattice([meta for _, meta in scanned])
+    for f, meta in scanned:
+        odd = _off_lattice(f, meta, common)
+        if odd is not None:
+            guarded(f, lambda: _raise(odd))
             continue
         times = [np.datetime64(t, "s") for t in meta["time"]]
         dup = [t for t in times if t in seen_times]
@@ -209,6 +223,42 @@ def scan(cfg: CubeConfig, files: list[InputFile], report: BuildReport, strict: b
     glorys_files = [(f, [tindex[t] for t in times]) for f, times in glorys_entries]
     profile_files = by_product["en4"] + by_product["argo"]
     return Plan(grid, days, ostia_by_day, glorys_times, glorys_files, profile_files)
+
+
+def _lattice(meta: dict) -> tuple[float, float, float, float] | None:
+    """(lat step, lon step, first lat, first lon) of a scanned grid; None for a single point."""
+    lat, lon = meta["lat"], meta["lon"]
+    if lat.size < 2 or lon.size < 2:
+        return None
+    return float(np.median(np.diff(lat))), float(np.median(np.diff(lon))), float(lat[0]), float(lon[0])
+
+
+def _same_lattice(a, b) -> bool:
+    """Same steps (0.1 %) and centres offset by whole steps (to 1 % of a step)."""
+    steps_equal = all(abs(a[k] - b[k]) <= 1e-3 * abs(b[k]) for k in (0, 1))
+    offsets = ((a[2] - b[2]) / b[0], (a[3] - b[3]) / b[1])
+    return steps_equal and all(abs(o - round(o)) <= 0.01 for o in offsets)
+
+
+def _common_lattice(metas: list[dict]) -> tuple[tuple, int] | None:
+    """The grid most GLORYS files share (ties: the first file's) and how many share it."""
+    groups: list[list] = []
+    for lattice in filter(None, map(_lattice, metas)):
+        group = next((g for g in groups if _same_lattice(lattice, g[0])), None)
+        group.append(lattice) if group is not None else groups.append([lattice])
+    return (max(groups, key=len)[0], len(max(groups, key=len))) if groups else None
+
+
+def _off_lattice(f: InputFile, meta: dict, common: tuple[tuple, int] | None) -> InputError | None:
+    """A ``bad_grid`` error when ``f`` is not on the common GLORYS grid, so one snapshot from
+    another product or resolution cannot change what the target is."""
+    mine = _lattice(meta)
+    if mine is None or common is None or _same_lattice(mine, common[0]):
+        return None
+    ref, n = common
+    return InputError(f.url, "bad_grid", f"grid of {mine[0]:.4g} x {mine[1]:.4g} deg cells centred from "
+                                         f"({mine[2]:.4f}, {mine[3]:.4f}) is not the {ref[0]:.4g} x {ref[1]:.4g} deg "
+                                         f"grid (centres from ({ref[2]:.4f}, {ref[3]:.4f})) of {n} other GLORYS file(s)")
 
 
 def _choose_grid(cfg: CubeConfig, first_ostia: dict | None) -> CubeGrid:
@@ -327,6 +377,7 @@ def task_profiles_a(url: str, cfg: CubeConfig, grid: CubeGrid, f: InputFile, day
 
     try:
         table = _read(f.product, f, cfg, bbox=_bbox(grid))
+        _check_some_profile_passed(f, table)
     except InputError as e:
         return {"rejects": [{"file": f.url, "reason": e.reason, "detail": e.detail}], "used": 0,
                 "rejected": {}, "levels_rejected": 0, "day_range": None}
@@ -347,6 +398,17 @@ def task_profiles_a(url: str, cfg: CubeConfig, grid: CubeGrid, f: InputFile, day
     rng = [int(day[keep].min()), int(day[keep].max())] if keep.any() else None
     return {"rejects": [], "used": int(keep.sum()), "rejected": rejected,
             "levels_rejected": int(table.levels_rejected), "day_range": rng}
+
+
+def _check_some_profile_passed(f: InputFile, table) -> None:
+    """InputError('no_valid_data') when no profile of the file passed QC (profiles outside the
+    cube's region count as passed: a global file is not bad because a regional cube skips it)."""
+    if len(table) + table.rejected.get("outside_region", 0) > 0:
+        return
+    total = sum(table.rejected.values())
+    why = ", ".join(f"{reason} {n}" for reason, n in sorted(table.rejected.items()))
+    raise InputError(f.url, "no_valid_data", f"none of its {total} profiles passed QC ({why})" if total
+                     else "the file holds no profiles")
 
 
 def _scratch_url(url: str, f: InputFile) -> str:
@@ -456,8 +518,9 @@ def build(cfg: CubeConfig, *, strict: bool | None = None, progress: bool | None 
     report.tasks_skipped += len(tasks_b) - len(todo_b)
     _run_phase(todo_b, journal, report, cfg, progress, scheduler, local_cluster, strict, phase="b")
 
-    _collect(journal, report, plan)
-    _finish(target, cfg, plan, patches, report, files)
+    keys = sorted(set(tasks) | set(tasks_b))
+    _collect(journal, report, keys)
+    _finish(target, cfg, plan, patches, report, files, keys, append)
     if not append:
         store.publish(target, final)
         report.status = "built"
@@ -497,8 +560,10 @@ def _can_append(attrs: dict, cfg: CubeConfig, plan: Plan) -> bool:
 
 
 def _grow(target: str, attrs: dict, plan: Plan):
+    """Grow the time axes in place. The root ``zarr.json`` (attributes and consolidated metadata)
+    is left alone until :func:`_finish`, so readers keep seeing the old cube meanwhile, and an
+    interrupted append is found and finished by the next build (its attributes still say complete)."""
     root = store.open_root(target)
-    root.attrs.update({"status": "appending"})
     store.resize_time(root, "ostia", plan.days)
     store.resize_time(root, "profiles", plan.days)
     store.resize_time(root, "glorys", plan.glorys_times, hourly=True)
@@ -562,9 +627,13 @@ def _run_phase(todo: dict, journal: store.Journal, report: BuildReport, cfg: Cub
               progress=progress, desc=desc)
 
 
-def _collect(journal: store.Journal, report: BuildReport, plan: Plan):
+def _collect(journal: store.Journal, report: BuildReport, keys: list[str]):
+    """Sum the journal entries of this plan's tasks into the report. Entries of other plans (the
+    build an append extends, inputs since removed) are ignored; rejects are sorted, so the
+    report and the cube's attributes do not depend on the order tasks finished in."""
     seen = {(r["file"], r["reason"]) for r in report.rejects}
-    for key, e in journal.entries.items():
+    for key in keys:
+        e = journal.entries.get(key, {})
         for r in e.get("rejects", []):
             if (r["file"], r["reason"]) not in seen:
                 report.rejects.append(r)
@@ -574,6 +643,8 @@ def _collect(journal: store.Journal, report: BuildReport, plan: Plan):
             report.levels_rejected += e.get("levels_rejected", 0)
             for reason, n in e.get("rejected", {}).items():
                 report.profiles_rejected[reason] = report.profiles_rejected.get(reason, 0) + n
+    report.rejects.sort(key=lambda r: (r["file"], r["reason"]))
+    report.profiles_rejected = dict(sorted(report.profiles_rejected.items()))
 
 
 def _patches(cfg: CubeConfig, grid: CubeGrid, ocean_mask: np.ndarray):
@@ -582,13 +653,36 @@ def _patches(cfg: CubeConfig, grid: CubeGrid, ocean_mask: np.ndarray):
     return assign_splits(build_patches(ocean_mask, grid, cfg.patches), cfg.split)
 
 
-def _finish(url: str, cfg: CubeConfig, plan: Plan, patches, report: BuildReport, files: list[InputFile]):
+def _grow_patch_index(url: str, patches, cfg: CubeConfig) -> bool:
+    """Bring the patch index of an appended cube up to date in place, when its tiles and splits
+    did not change: only ``obs_count`` and its time axis grow (old chunks keep their values), so
+    readers of the old cube never see the index disappear. False when the tiles changed."""
+    from .index import obs_count
+
+    root = store.open_root(url)
+    g = root["patches"]
+    same = (g.attrs.get("patch_config") == to_dict(cfg.patches) and g.attrs.get("split_config") == to_dict(cfg.split)
+            and g["patch"].shape[0] == len(patches)
+            and all(np.array_equal(g[c][:].astype(str), patches[c].to_numpy().astype(str))
+                    for c in ("patch", "row0", "col0", "split")))
+    if not same:
+        return False
+    counts = obs_count(root, patches, cfg.patches.tile_size)
+    store.grow_coordinate(g["time"], root["profiles/time"][:])
+    g["obs_count"].resize(counts.shape)
+    g["obs_count"][:] = counts
+    return True
+
+
+def _finish(url: str, cfg: CubeConfig, plan: Plan, patches, report: BuildReport, files: list[InputFile],
+            task_keys: list[str], append: bool = False):
+    """Patch index, then attributes and consolidated metadata in one write (the moment an append
+    becomes visible to readers, see ``cube.store``)."""
     from .index import write_patch_index
 
-    write_patch_index(url, patches, plan.grid, cfg)
-    root = store.open_root(url)
-    task_keys = [k for k in store.Journal(url).entries if not k.startswith("__")]
-    store.write_attrs(root, {
+    if not (append and _grow_patch_index(url, patches, cfg)):
+        write_patch_index(url, patches, plan.grid, cfg)
+    store.consolidate(url, {
         "contract": CONTRACT,
         "status": "complete",
         "title": "depthcube: OSTIA, GLORYS and in-situ profiles on one grid",
@@ -604,7 +698,6 @@ def _finish(url: str, cfg: CubeConfig, plan: Plan, patches, report: BuildReport,
         "profiles": {"used": report.profiles_used, "rejected": report.profiles_rejected,
                      "levels_rejected": report.levels_rejected},
     })
-    store.consolidate(url)
 
 
 def _version() -> str:

@@ -3,13 +3,16 @@ processes (``local_cluster=N``) or an existing ``dask.distributed`` scheduler (`
 
 Tasks are independent ``fn(*args) -> dict`` calls that write disjoint Zarr regions themselves and
 return a small summary. ``on_result(key, result)`` is called in the driver as each finishes (the
-builder journals it there), and a tqdm progress bar counts them.
+builder journals it there), and a tqdm progress bar counts them. When a task or ``on_result``
+raises, :func:`run_tasks` returns (raising) only after the tasks still running have finished:
+nothing keeps writing behind the caller's back.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import dask
 from dask.callbacks import Callback
@@ -41,8 +44,15 @@ def _run_threads(todo, on_result, bar, threads):
             on_result(key, result)
             bar.update(1)
 
-    with Callback(posttask=posttask):
-        dask.compute(*delayed, scheduler="threads", num_workers=threads or os.cpu_count() or 1)
+    # Our own pool, shut down before returning: when a task or ``on_result`` raises (a bad input
+    # in strict mode), dask stops scheduling but the tasks already running would go on reading
+    # inputs and writing the store after the caller got the error.
+    pool = ThreadPoolExecutor(threads or os.cpu_count() or 1, thread_name_prefix="depthcube-build")
+    try:
+        with Callback(posttask=posttask):
+            dask.compute(*delayed, scheduler="threads", pool=pool)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _run_distributed(todo, on_result, bar, scheduler, local_cluster):

@@ -13,6 +13,8 @@ configs live with their layers (``loaders.config``, ``train.config``) and use th
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,19 +29,62 @@ from .patches import PatchSpec, SplitSpec
 T = typing.TypeVar("T")
 
 
-def load_config(source: str | Path | dict, cls: type[T], *, label: str | None = None) -> T:
-    """Build ``cls`` from a YAML file path or a mapping; every error names the key path."""
+def load_config(source: str | Path | dict, cls: type[T], *, label: str | None = None, prefix: str = "") -> T:
+    """Build ``cls`` from a YAML file path or a mapping; every error names the key path.
+
+    Messages read ``<label>: <key.path>: <what is wrong>``; ``label`` defaults to the file name
+    (or the class name for a mapping) and ``prefix`` is the key path of the mapping inside its
+    file (``presets.argo_real`` for a dataset preset).
+    """
     if isinstance(source, dict):
         data, label = source, label or cls.__name__
     else:
         label = label or Path(source).name
         try:
             data = yaml.safe_load(Path(source).read_text()) or {}
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):
             raise ConfigError(f"{source}: config file not found") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{source}: not valid YAML: {e}") from None
-    return _build(cls, data, label)
+    return _build(cls, data, _KeyPath(label, tuple(k for k in prefix.split(".") if k)))
+
+
+@dataclass(frozen=True)
+class _KeyPath:
+    """Where a value sits: the file (label) and its keys; prints as ``cube.yaml: grid.region[2]``."""
+
+    label: str
+    keys: tuple[str, ...] = ()
+
+    def child(self, key: str) -> "_KeyPath":
+        return _KeyPath(self.label, self.keys + (str(key),))
+
+    def index(self, i: int) -> "_KeyPath":
+        return _KeyPath(self.label, self.keys + (f"[{i}]",))
+
+    def __str__(self) -> str:
+        keys = "".join(k if k.startswith("[") else f".{k}" for k in self.keys).lstrip(".")
+        return f"{self.label}: {keys}" if keys else self.label
+
+
+#: ``field: message``, ``Class.field must ...``, ``x.field must ...``: a dataclass's own message
+#: naming one of its fields (optionally behind its class or section name).
+_FIELD_MESSAGE = re.compile(r"^([A-Za-z_][\w.]*)(?::\s*|\s+(?=(?:must|needs?|is|are|has)\b))(.*)$", re.DOTALL)
+
+
+def _located(cls, path: _KeyPath, message: str) -> ConfigError:
+    """A dataclass's validation message at the key path of the field it names, if it names one."""
+    m = _FIELD_MESSAGE.match(message)
+    if m:
+        parts = m.group(1).split(".")
+        names = {f.name for f in dataclasses.fields(cls)}
+        while parts and parts[0] not in names and len(parts) > 1:
+            parts = parts[1:]  # 'PatchSpec.tile_size', 'x.mask_fraction': the field follows
+        if parts and parts[0] in names:
+            for key in parts:
+                path = path.child(key)
+            return ConfigError(f"{path}: {m.group(2)}")
+    return ConfigError(f"{path}: {message}")
 
 
 def to_dict(obj) -> Any:
@@ -53,24 +98,24 @@ def to_dict(obj) -> Any:
     return obj
 
 
-def _build(cls, data, path: str):
+def _build(cls, data, path: _KeyPath):
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping, got {type(data).__name__} {data!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
-    unknown = sorted(set(data) - set(names))
+    unknown = sorted(set(data) - set(names), key=str)
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {unknown}; valid keys are {names}")
-    kwargs = {k: _coerce(hints[k], v, f"{path}.{k}") for k, v in data.items()}
+    kwargs = {k: _coerce(hints[k], v, path.child(k)) for k, v in data.items()}
     try:
         return cls(**kwargs)
     except ConfigError:
         raise
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"{path}: {e}") from None
+        raise _located(cls, path, str(e)) from None
 
 
-def _coerce(tp, value, path: str):
+def _coerce(tp, value, path: _KeyPath):
     origin = get_origin(tp)
     if tp is Any:
         return value
@@ -87,8 +132,10 @@ def _coerce(tp, value, path: str):
             try:
                 return _coerce(opt, value, path)
             except ConfigError as e:
-                errors.append(str(e).split(": ", 1)[-1])
-        raise ConfigError(f"{path}: {' or '.join(errors)}")
+                errors.append(e)
+        if len(errors) == 1:
+            raise errors[0]  # 'X | None': the error of X, with its own (maybe deeper) key path
+        raise ConfigError(f"{path}: " + " or ".join(str(e).removeprefix(f"{path}: ") for e in errors))
     if origin is Literal:
         if value not in get_args(tp):
             raise ConfigError(f"{path}: expected one of {list(get_args(tp))}, got {value!r}")
@@ -100,9 +147,9 @@ def _coerce(tp, value, path: str):
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise ConfigError(f"{path}: expected {len(args)} values, got {len(value)}")
-            return tuple(_coerce(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+            return tuple(_coerce(a, v, path.index(i)) for i, (a, v) in enumerate(zip(args, value)))
         item = args[0] if args else Any
-        out = [_coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        out = [_coerce(item, v, path.index(i)) for i, v in enumerate(value)]
         return tuple(out) if origin is tuple else out
     if origin is dict:
         if not isinstance(value, dict):
@@ -111,7 +158,7 @@ def _coerce(tp, value, path: str):
     return _scalar(tp, value, path)
 
 
-def _scalar(tp, value, path: str):
+def _scalar(tp, value, path: _KeyPath):
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{path}: expected true/false, got {value!r}")
@@ -123,6 +170,8 @@ def _scalar(tp, value, path: str):
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, (str, int)) or isinstance(value, bool):
@@ -270,6 +319,22 @@ class CubeConfig:
         _check(bool(self.output), "output: must be a path or URL")
         _check(not self.patches.overlapping or self.split.method == "year" or self.split.val_year is not None,
                "split.val_year: overlapping tiles (patches.stride < tile_size) need a temporal holdout year")
+        spatial, tile = self.chunks.spatial, self.patches.tile_size
+        _check(spatial is None or spatial % tile == 0 or tile % spatial == 0,
+               f"chunks.spatial: must divide patches.tile_size ({tile}) evenly or be a multiple of it, so a "
+               f"tile reads whole chunks; got {spatial}")
+        cells = self._region_cells()
+        _check(cells is None or (tile <= cells[0] and (tile <= cells[1] or cells[2])),
+               f"patches.tile_size: a tile of {tile} cells does not fit in grid.region "
+               f"({cells and cells[0]} x {cells and cells[1]} cells)")
+
+    def _region_cells(self) -> tuple[int, int, bool] | None:
+        """(rows, columns, global in longitude) of the grid a given region makes, else None."""
+        if self.grid.region is None:
+            return None
+        la0, la1, lo0, lo1 = self.grid.region
+        res = 1 / 12 if self.grid.resolution == "native" else float(self.grid.resolution)
+        return math.ceil((la1 - la0) / res - 1e-6), math.ceil((lo1 - lo0) / res - 1e-6), lo1 - lo0 >= 360
 
 
 def load_cube_config(path: str | Path, **overrides) -> CubeConfig:

@@ -6,10 +6,24 @@ loaders open the published cube read-only through :func:`open_cube`.
 
 Visibility rules (what a concurrent reader sees):
 - a new cube is built under ``<name>.partial`` and renamed to its final name only when complete,
-  so the final name never shows a partial cube;
-- an append resizes arrays and writes the new chunks in place, and rewrites the consolidated
-  metadata *last*; readers that open with consolidated metadata (``open_cube`` does) see the
-  old shape until that single-object write, then the new one.
+  so the final name never shows a partial cube (a rebuild moves the old cube aside first: for a
+  moment the name holds nothing, never a mix);
+- readers open through the root's consolidated metadata (``open_cube``, ``loaders``' CubeReader),
+  which holds the metadata (shapes, chunking, attributes) of every node. A reader therefore sees
+  the hierarchy as it was when that one ``zarr.json`` object was last written, whatever the
+  builder writes afterwards to the arrays' own ``zarr.json`` files;
+- an append (:func:`resize_time`) grows arrays by rewriting only their own metadata documents
+  and writes chunks past the old end; chunks holding old days are either untouched or replaced
+  whole by identical values (each chunk write is atomic: temp file + rename locally, one PUT on
+  object stores). Coordinates grow in place, keeping their chunk length, so their old chunks
+  are never rewritten. The root ``zarr.json``, with the new attributes *and* the new
+  consolidated metadata, is written last, in one atomic write (:func:`consolidate`). A reader
+  that opened before sees the old cube until it reopens; one that opens during the append sees
+  the old cube; one that opens after sees the new one: the old or the new number of days, never
+  a day without its values;
+- the exception: an append that brings data for days the cube already has (a late profile file,
+  a replaced OSTIA file) rewrites those chunks in place; a reader sees each chunk old or new, and
+  may see some of them new before the consolidated metadata changes.
 """
 
 from __future__ import annotations
@@ -100,22 +114,25 @@ def _create_variable(group: zarr.Group, var: VariableSpec, sizes: dict, chunking
 
 
 def resize_time(root: zarr.Group, group: str, new_times: np.ndarray, hourly: bool = False):
-    """Grow a group's time axis (and every array on it) to ``new_times`` (a superset, same start)."""
+    """Grow a group's time axis (and every array on it) to ``new_times`` (a superset, same start),
+    in place: array metadata documents are rewritten and the coordinate's new values written past
+    its old end, keeping its chunk length, so no chunk a reader of the old cube reads changes."""
     g = root[group]
     values = hours_to_int(new_times) if hourly else days_to_int(new_times)
     for name, arr in g.arrays():
-        if arr.metadata.dimension_names and arr.metadata.dimension_names[0] == "time":
-            if name == "time":
-                continue
+        if name != "time" and arr.metadata.dimension_names and arr.metadata.dimension_names[0] == "time":
             arr.resize((len(values),) + arr.shape[1:])
-    t = g["time"]
-    # The coordinate is a single chunk: rewrite it whole at the new length.
-    codec = t.compressors
-    del g["time"]
-    attrs = dict(t.attrs)
-    arr = g.create_array("time", shape=values.shape, dtype=values.dtype, chunks=(len(values),),
-                         compressors=codec, dimension_names=("time",), attributes=attrs, fill_value=0)
-    arr[:] = values
+    grow_coordinate(g["time"], values)
+
+
+def grow_coordinate(arr: zarr.Array, values: np.ndarray):
+    """Resize a 1-D coordinate to ``values`` and write it from the first index where it differs
+    (past the old end; also right after an interrupted append that resized it but died before
+    writing), keeping its chunk length so the chunks of the old values are not rewritten."""
+    arr.resize(values.shape)
+    differ = np.flatnonzero(arr[:] != values)
+    if differ.size:
+        arr[int(differ[0]):] = values[int(differ[0]):]
 
 
 def write_attrs(root: zarr.Group, attrs: dict):
@@ -134,8 +151,45 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
-def consolidate(url: str):
-    zarr.consolidate_metadata(str(url), zarr_format=3)
+def consolidate(url: str, attrs: dict | None = None):
+    """Write the root ``zarr.json`` once, with the root attributes updated by ``attrs`` and the
+    consolidated metadata of every node (the documents zarr wrote for them, unchanged).
+
+    One atomic write, so a reader switches from the old hierarchy to the new one at once, with
+    attributes and shapes that belong together (updating the attributes first, then calling
+    ``zarr.consolidate_metadata``, leaves a moment without consolidated metadata: readers that
+    require it fail). The layout is zarr-python's: flat member paths at the root, child groups
+    with an empty inline ``consolidated_metadata``.
+    """
+    fs, path = fs_and_path(url)
+    base = path.rstrip("/")
+    group = zarr.open_group(str(url), mode="r", zarr_format=3, use_consolidated=False)
+    members = {}
+    for name, _ in group.members(max_depth=None):
+        doc = json.loads(fs.cat_file(f"{base}/{name}/zarr.json"))
+        if doc.get("node_type") == "group":
+            doc["consolidated_metadata"] = {"kind": "inline", "must_understand": False, "metadata": {}}
+        members[name] = doc
+    root_doc = json.loads(fs.cat_file(f"{base}/zarr.json"))
+    new_attrs = json.loads(json.dumps(attrs or {}, default=_json_default))
+    root_doc["attributes"] = {**root_doc.get("attributes", {}), **new_attrs}
+    root_doc["consolidated_metadata"] = {"kind": "inline", "must_understand": False,
+                                         "metadata": dict(sorted(members.items()))}
+    _write_atomic(fs, f"{base}/zarr.json", json.dumps(root_doc, indent=2).encode())
+
+
+def _write_atomic(fs, path: str, data: bytes):
+    """Replace one object at once: temp file + rename locally; a single PUT elsewhere."""
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    if "file" in protocols:
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    else:
+        fs.pipe_file(path, data)
 
 
 def publish(staging: str, final: str):

@@ -55,6 +55,7 @@ class DatasetConfig:
         _check(0 <= lo < hi <= 50, f"target_bands: need 0 <= start < end <= 50, got {self.target_bands}")
         _check(self.min_profiles >= 0, f"min_profiles: must be >= 0, got {self.min_profiles}")
         _check(self.block_size >= 1, f"block_size: must be >= 1, got {self.block_size}")
+        _check(self.seed >= 0, f"seed: must be >= 0 (it seeds numpy generators), got {self.seed}")
 
     @property
     def window(self) -> int:
@@ -66,9 +67,16 @@ def load_dataset_config(path: str | Path = "configs/dataset.yaml", preset: str |
     """Load one preset of configs/dataset.yaml (``presets: {name: {...}}``, ``default: name``)."""
     import yaml
 
-    data = yaml.safe_load(Path(path).read_text()) or {}
-    presets = data.get("presets", {})
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (FileNotFoundError, IsADirectoryError):
+        raise ConfigError(f"{path}: dataset config file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    presets = data.get("presets", {}) if isinstance(data, dict) else None
+    if not isinstance(presets, dict):
+        raise ConfigError(f"{Path(path).name}: presets: expected a mapping of preset name -> settings")
     name = preset or data.get("default")
     if name not in presets:
         raise ConfigError(f"{Path(path).name}: unknown preset {name!r}; available: {sorted(presets)}")
-    return load_config(presets[name], DatasetConfig, label=f"{Path(path).name}: presets.{name}")
+    return load_config(presets[name] or {}, DatasetConfig, label=Path(path).name, prefix=f"presets.{name}")

@@ -17,6 +17,15 @@ worker count on resume (checked).
 
 Workers. The stream pickles only small arrays and the cube URL; each worker opens the store
 lazily, so fork, forkserver and spawn all work.
+
+Faults. A window whose sample cannot be built (an unreadable chunk, a non-finite value that
+would reach the model) raises :class:`SampleError` naming the cube, the patch and the centre
+day; with ``on_error='raise'`` (default) it propagates, from a DataLoader worker too (torch
+re-raises it in the training process with the worker's traceback); with ``on_error='skip'`` the
+window is logged and skipped. Skips happen inside workers, so the training process counts them
+from what it receives: :attr:`StreamLoader.skipped`. A worker that dies (killed, segfault)
+makes the DataLoader raise ``RuntimeError: DataLoader worker ... exited unexpectedly`` instead
+of hanging; a stuck one is caught by the DataLoader's ``timeout=`` (pass it to StreamLoader).
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ import time as _time
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+
+from cube.errors import ConfigError
 
 from .config import DatasetConfig
 from .corruption import sample_rng
@@ -50,6 +61,10 @@ class CubeStream(IterableDataset):
         self.split = split
         self.shuffle = shuffle
         self.reader = CubeReader(cube, cache_bytes=cache_bytes, storage_options=storage_options)
+        n_days = len(self.reader.days)
+        if n_days < self.config.window:
+            raise ConfigError(f"window_days: a window of {self.config.window} days is longer than the "
+                              f"{n_days} days of the cube {self.reader.url}")
         self.windows = Windows(self.reader, self.config, split)
         self._rank, self._world = rank, world_size
         self.epoch = 0
@@ -106,7 +121,7 @@ class CubeStream(IterableDataset):
 
     def _sample_or_skip(self, index: int, shard: int, position: int):
         try:
-            return to_torch(self.sample(index, shard=shard, position=position))
+            return to_torch(check_finite(self.sample(index, shard=shard, position=position)))
         except Exception as e:
             w = self.windows[index]
             err = SampleError(f"{self.reader.url}: window patch {w.patch} centred {w.centre}: {type(e).__name__}: {e}")
@@ -145,11 +160,13 @@ class CubeStream(IterableDataset):
 
     # -- resume ----------------------------------------------------------------------------------
     def track(self, batch: dict) -> None:
-        """Count a batch as consumed (call in the training process for every batch used)."""
+        """Count a batch as consumed (call in the training process for every batch used).
+
+        A shard is consumed up to the position after its last sample received, so windows it
+        skipped before that sample (``on_error='skip'``) are not visited again on resume."""
         info = batch["info"]
-        shards = _as_list(info["shard"])
-        for s in shards:
-            self.consumed[int(s)] = self.consumed.get(int(s), 0) + 1
+        for s, p in zip(_as_list(info["shard"]), _as_list(info["position"])):
+            self.consumed[int(s)] = max(self.consumed.get(int(s), 0), int(p) + 1)
         self._n_shards_seen = self._n_shards_seen or self._shard_count_hint
 
     _shard_count_hint: int | None = None
@@ -183,6 +200,25 @@ class CubeMap(Dataset):
         if not 0 <= i < len(self):
             raise IndexError(i)
         return to_torch(self.stream.sample(i))
+
+
+def check_finite(sample: dict) -> dict:
+    """The sample, or ValueError naming the first float array holding NaN or inf (the model must
+    never see one; the stream turns this into a SampleError)."""
+    for key, value in sample.items():
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise ValueError(f"{key} holds {int((~np.isfinite(value)).sum())} non-finite values")
+    return sample
+
+
+def _stop_workers(loader: DataLoader, iterator) -> None:
+    """Shut a DataLoader iterator's worker processes down at once (and forget it when the loader
+    keeps persistent workers, so the next epoch starts fresh ones)."""
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+    if getattr(loader, "_iterator", None) is iterator:
+        loader._iterator = None
 
 
 def _as_list(v):
@@ -219,21 +255,51 @@ class StreamLoader:
         self.stream = stream
         self.kwargs = dataloader_kwargs
         self._pending = None
-        workers = dataloader_kwargs.get("num_workers", 0)
-        stream._shard_count_hint = stream._dist()[1] * max(workers, 1)
+        self._workers = max(dataloader_kwargs.get("num_workers", 0), 1)
+        stream._shard_count_hint = stream._dist()[1] * self._workers
         self.loader = DataLoader(stream, **dataloader_kwargs)
+        self._start: dict[int, int] = {}
+        self._received: dict[int, int] = {}
+        self._epoch_done = False
 
     def __iter__(self):
-        for batch in self.loader:
-            self.commit()
-            self._pending = batch
-            yield batch
+        self._start, self._received, self._epoch_done = dict(self.stream.consumed), {}, False
+        iterator = iter(self.loader)
+        try:
+            for batch in iterator:
+                self.commit()
+                self._pending = batch
+                yield batch
+        except BaseException:
+            # An error (a SampleError from a worker, a dead worker) or the caller leaving the loop:
+            # stop the workers now; left to garbage collection this waits 5 s per worker.
+            _stop_workers(self.loader, iterator)
+            raise
         self.commit()
+        self._epoch_done = True
 
     def commit(self):
         if self._pending is not None:
             self.stream.track(self._pending)
+            for s in _as_list(self._pending["info"]["shard"]):
+                self._received[int(s)] = self._received.get(int(s), 0) + 1
             self._pending = None
+
+    @property
+    def skipped(self) -> int:
+        """Windows skipped (``on_error='skip'``) in this epoch so far, by every worker.
+
+        Counted in the training process from the positions of the samples received: a window
+        of a shard before its last received sample that did not arrive was skipped; once the
+        epoch is over, so was every window after it."""
+        rank, world = self.stream._dist()
+        n_shards = world * self._workers
+        total = 0
+        for shard in range(rank * self._workers, (rank + 1) * self._workers):
+            reached = (len(self.stream.shard_indices(self.stream.epoch, shard, n_shards)) if self._epoch_done
+                       else self.stream.consumed.get(shard, 0))
+            total += max(reached - self._start.get(shard, 0), 0) - self._received.get(shard, 0)
+        return total
 
     def __len__(self) -> int:
         bs = self.kwargs.get("batch_size", 1) or 1

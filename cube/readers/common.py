@@ -355,11 +355,12 @@ def decode_values(raw, attrs: dict, *, dtype=np.float32, extra_fills: Sequence[f
     raw = _as_unsigned(np.asarray(raw), attrs)
     bad = fill_mask(raw, attrs)
     out = raw.astype(dtype, copy=True)
-    if "scale_factor" in attrs:
-        out *= np.asarray(attrs["scale_factor"]).astype(dtype)
-    if "add_offset" in attrs:
-        out += np.asarray(attrs["add_offset"]).astype(dtype)
-    with np.errstate(invalid="ignore"):
+    # Absurd packing attributes (inf, 1e38) give inf/NaN here; they are caught just below.
+    with np.errstate(invalid="ignore", over="ignore"):
+        if "scale_factor" in attrs:
+            out *= np.asarray(attrs["scale_factor"]).astype(dtype)
+        if "add_offset" in attrs:
+            out += np.asarray(attrs["add_offset"]).astype(dtype)
         bad |= ~np.isfinite(out) | (np.abs(out) > abs_max)
         for fill in extra_fills:
             bad |= np.isclose(out, fill)
@@ -464,6 +465,10 @@ def decode_time(values, units, path, *, calendar=None, name: str = "time") -> np
     unit_ns, epoch = parse_time_units(units, path, name)
     values = np.asarray(values, dtype=np.float64)
     finite = np.isfinite(values)
+    # Beyond datetime64[ns] (years 1678..2261) the integer arithmetic below would wrap around
+    # into a wrong but plausible date: such values are NaT, like missing ones.
+    with np.errstate(over="ignore", invalid="ignore"):
+        finite &= np.abs(np.where(finite, values, 0.0) * unit_ns + epoch.astype(np.int64)) < 9.0e18
     whole = np.floor(np.where(finite, values, 0.0))
     # Fractions to the microsecond: float noise below that is not information (0.9 d is 21.6 h exactly).
     frac_ns = np.rint((np.where(finite, values, 0.0) - whole) * (unit_ns // 1000)).astype(np.int64) * 1000
@@ -477,7 +482,11 @@ def time_from_var(var: netCDF4.Variable, path) -> np.ndarray:
     values = decode_values(var[...], attrs, dtype=np.float64, abs_max=np.inf)  # seconds since 1981 exceed 1e6
     if values.size == 0 or np.isnan(values).any():
         raise InputError(path, "bad_time", f"{var.name} holds missing values: {var[...]!r}")
-    return decode_time(values, attrs.get("units"), path, calendar=attrs.get("calendar"), name=var.name).ravel()
+    times = decode_time(values, attrs.get("units"), path, calendar=attrs.get("calendar"), name=var.name).ravel()
+    if np.isnat(times).any():
+        raise InputError(path, "bad_time", f"{var.name} values {values.ravel()[np.isnat(times)][:3]} "
+                                           f"{attrs.get('units')!r} are outside the years 1678..2261")
+    return times
 
 
 def check_unique_times(path, times: np.ndarray) -> None:
@@ -579,13 +588,39 @@ def _step(values: np.ndarray) -> float:
     return float(np.median(np.abs(np.diff(values)))) if values.size > 1 else 0.0
 
 
+#: A regular axis is rebuilt on its lattice when every centre lies within this fraction of a step of it.
+LATTICE_TOLERANCE = 0.01
+
+
+def regular_axis(centres: np.ndarray) -> np.ndarray:
+    """Ascending centres put back exactly on their lattice ``origin + k / m`` degrees.
+
+    Coordinates stored as float32 are off by up to half an ulp (1.5e-5 deg at 180, 3e-5 at 360),
+    and a 0..360 axis shifted to [-180, 180) keeps the error of its larger numbers, so two files
+    of the same grid in the two conventions would regrid a coastal cell differently. When the
+    step is within tolerance of 1/m deg and the first centre of a multiple of half a step, the
+    axis is rebuilt from those exact numbers; any other axis is returned unchanged.
+    """
+    c = np.asarray(centres, dtype=np.float64)
+    if c.size < 2:
+        return c
+    step = (c[-1] - c[0]) / (c.size - 1)
+    m = np.round(1.0 / step)
+    if m < 1:
+        return c
+    half = 0.5 / m
+    fitted = np.round(c[0] / half) * half + np.arange(c.size) / m
+    return fitted if np.abs(fitted - c).max() <= LATTICE_TOLERANCE * step else c
+
+
 def plan_horizontal(lat, lon, bbox: Bbox | None, path, shape: tuple[int, int] | None = None) -> HorizontalPlan:
     """Plan the read of a regular lat/lon grid, subset to ``bbox`` plus one source cell of margin.
 
     Latitudes must be strictly monotonic within [-90, 90]; longitudes (any convention: 0..360 or
     -180..180) must not repeat once wrapped to [-180, 180); their lengths must match ``shape``
     (the data's last two dims) when given. Otherwise InputError('bad_grid'). A bbox that misses
-    the grid raises InputError('no_valid_data').
+    the grid raises InputError('no_valid_data'). The planned axes are ascending and, for regular
+    grids, exactly on their lattice (:func:`regular_axis`), whatever the file's convention.
     """
     lat = np.asarray(lat, dtype=np.float64)
     lon = np.asarray(lon, dtype=np.float64)
@@ -603,13 +638,13 @@ def plan_horizontal(lat, lon, bbox: Bbox | None, path, shape: tuple[int, int] | 
     if lon.size > 1 and (np.diff(wrapped[lon_order]) <= 1e-9).any():
         raise InputError(path, "bad_grid", "longitudes repeat once wrapped to [-180, 180) (e.g. both 0 and 360)")
     lat_order = np.argsort(lat, kind="stable")
-    keep_lat = np.ones(lat.size, bool) if bbox is None else bbox.lat_near(lat[lat_order], _step(lat))
-    keep_lon = np.ones(lon.size, bool) if bbox is None else bbox.lon_near(wrapped[lon_order], _step(wrapped[lon_order]))
+    lat_axis, lon_axis = regular_axis(lat[lat_order]), regular_axis(wrapped[lon_order])
+    keep_lat = np.ones(lat.size, bool) if bbox is None else bbox.lat_near(lat_axis, _step(lat))
+    keep_lon = np.ones(lon.size, bool) if bbox is None else bbox.lon_near(lon_axis, _step(lon_axis))
     if not keep_lat.any() or not keep_lon.any():
         raise InputError(path, "no_valid_data", f"bbox {bbox} does not overlap the grid "
                                                 f"(lat {lat.min()}..{lat.max()}, lon {lon.min()}..{lon.max()})")
-    return HorizontalPlan(lat_order[keep_lat], lon_order[keep_lon],
-                          lat[lat_order][keep_lat], wrapped[lon_order][keep_lon])
+    return HorizontalPlan(lat_order[keep_lat], lon_order[keep_lon], lat_axis[keep_lat], lon_axis[keep_lon])
 
 
 def _blocks(sorted_idx: np.ndarray) -> list[slice]:
@@ -687,15 +722,21 @@ def profile_positions(lat_var: netCDF4.Variable,
     return lat, np.where(bad, np.nan, wrap_lon(lon)), bad
 
 
+#: Plausible sea-water temperature in degC for a profile level (the GLORYS reader's range too).
+PROFILE_TEMP_RANGE_C = (-5.0, 45.0)
+
+
 def build_profile_table(path, *, time, lat, lon, depth, temp, level_ok, profile_bad, bbox: Bbox | None) -> ProfileTable:
     """Apply the shared profile rules and return the accepted profiles.
 
     ``profile_bad`` is an ordered list of ``(reason, bool mask)``; a profile is counted once, under
     the first reason that rejects it, then ``outside_region`` (bbox, half-open) and
-    ``no_valid_levels``. A level is kept when depth and temperature are finite and ``level_ok``;
-    ``levels_rejected`` counts observed levels (finite depth and temperature) that failed level QC
-    in profiles that passed the profile checks. Both depth and temp are NaN at every dropped level;
-    trailing level columns empty in every kept profile are trimmed.
+    ``no_valid_levels``. A level is kept when depth and temperature are finite, ``level_ok``, and
+    the temperature is a plausible sea temperature (:data:`PROFILE_TEMP_RANGE_C`: a QC-accepted
+    500 degC would otherwise reach the model as 45 standard deviations); ``levels_rejected`` counts
+    observed levels (finite depth and temperature) that failed these level checks in profiles that
+    passed the profile checks. Both depth and temp are NaN at every dropped level; trailing level
+    columns empty in every kept profile are trimmed.
     """
     rejected: dict[str, int] = {}
     keep = np.ones(len(time), dtype=bool)
@@ -711,6 +752,9 @@ def build_profile_table(path, *, time, lat, lon, depth, temp, level_ok, profile_
     if bbox is not None:
         reject("outside_region", ~bbox.contains(lat, lon))
     observed = np.isfinite(depth) & np.isfinite(temp)
+    with np.errstate(invalid="ignore"):
+        plausible = (temp >= PROFILE_TEMP_RANGE_C[0]) & (temp <= PROFILE_TEMP_RANGE_C[1])
+    level_ok = level_ok & plausible
     good = observed & level_ok
     levels_rejected = int((observed & ~level_ok)[keep].sum())
     reject("no_valid_levels", ~good.any(axis=1))

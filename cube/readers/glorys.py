@@ -71,17 +71,37 @@ def read_glorys(path: PathArg, bbox=None) -> xr.Dataset:
     return _dataset(path, times, plan, thetao)
 
 
-def scan_glorys(path: PathArg) -> dict:
-    """Metadata only (no thetao read): the file's times with the dating rules of
-    :func:`read_glorys`, after the same variable, units, depth-axis and grid checks."""
+def scan_glorys(path: PathArg, bbox=None) -> dict:
+    """The file's times (dating rules of :func:`read_glorys`) and full lat/lon axes, after the
+    same variable, units, depth-axis and grid checks, reading no thetao values.
+
+    With ``bbox``, also reads the top level inside it (1/50 of the file) and checks its values as
+    :func:`read_glorys` does, so a file in kelvin or without any valid value is rejected
+    (``bad_units``, ``no_valid_data``) before a build gives its snapshot a place on the time axis.
+    """
+    box = as_bbox(bbox)
     with open_netcdf(path) as ds:
         var = require_var(ds, "thetao", path)
         _check_units(path, var)
         time_dim, depth_dim, lat_dim, lon_dim = _layout(path, var)
-        _depth_order(path, read_coord(ds, depth_dim, path))
+        depth_order = _depth_order(path, read_coord(ds, depth_dim, path))
         check_lat_lon_dims(path, ds, lat_dim, lon_dim)
+        lat, lon = read_coord(ds, lat_dim, path), read_coord(ds, lon_dim, path)
+        plan = plan_horizontal(lat, lon, None, path, shape=var.shape[-2:])
         times = np.sort(_times(ds, path, var, time_dim))
-    return {"time": times}
+        if box is not None:
+            top = _top_level(var, plan_horizontal(lat, lon, box, path), int(depth_order[0]), time_dim is not None)
+    if box is not None:
+        _check_values(path, top)
+    return {"time": times, "lat": plan.lat, "lon": plan.lon}
+
+
+def _top_level(var: netCDF4.Variable, plan: HorizontalPlan, level: int, has_time: bool) -> np.ndarray:
+    """The shallowest level of every snapshot inside the plan, decoded (time, 1, lat, lon)."""
+    r0, r1 = int(plan.rows.min()), int(plan.rows.max()) + 1
+    c0, c1 = int(plan.cols.min()), int(plan.cols.max()) + 1
+    raw = var[:, level, r0:r1, c0:c1] if has_time else var[level, r0:r1, c0:c1][np.newaxis]
+    return decode_values(raw[:, np.newaxis], var_attrs(var), dtype=np.float32)
 
 
 def _check_units(path, var: netCDF4.Variable) -> None:
