@@ -87,8 +87,7 @@ def rebuild_index(url: str, patches_cfg: PatchSpec | None = None, split_cfg: Spl
     patches = assign_splits(build_patches(ocean, grid, cfg.patches), cfg.split)
     write_patch_index(url, patches, grid, cfg)
     build_attrs["config"] = {**build_attrs.get("config", {}), "patches": to_dict(cfg.patches), "split": to_dict(cfg.split)}
-    root.attrs.update({"build": build_attrs})
-    store.consolidate(url)
+    store.consolidate(url, {"build": build_attrs})  # attributes and metadata in one atomic write
     return patches
 
 

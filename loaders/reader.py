@@ -93,20 +93,22 @@ class CubeReader:
 
     # -- chunked reads ---------------------------------------------------------------------------
     def read(self, path: str, time: slice | None, rows: slice, cols: np.ndarray | slice,
-             sum_time: bool = False) -> np.ndarray:
+             sum_time: bool = False, north_up: bool = False) -> np.ndarray:
         """``path[time, ..., rows, cols]`` assembled from cached chunks (cols may wrap: an index array).
 
         ``sum_time=True`` returns the sum over the time slice instead, summed chunk by chunk
         without materialising the window (the profile count/sum windows of the ``argo`` mode).
+        ``north_up=True`` returns the rows reversed (row 0 = north), written that way during the
+        copy out of the cache, so samples need no second flipping copy.
         """
         arr = self.array(path)
         if isinstance(cols, slice):
-            return self._read_box(path, arr, time, rows, cols, sum_time)
+            return self._read_box(path, arr, time, rows, cols, sum_time, north_up)
         # A dateline-wrapping tile: read the contiguous runs and join them.
         breaks = np.flatnonzero(np.diff(cols) != 1) + 1
         runs = np.split(cols, breaks)
-        return np.concatenate([self._read_box(path, arr, time, rows, slice(int(r[0]), int(r[-1]) + 1), sum_time)
-                               for r in runs], axis=-1)
+        return np.concatenate([self._read_box(path, arr, time, rows, slice(int(r[0]), int(r[-1]) + 1), sum_time,
+                                              north_up) for r in runs], axis=-1)
 
     def array(self, path: str) -> zarr.Array:
         """The zarr array at ``path`` (looked up once per process)."""
@@ -115,7 +117,8 @@ class CubeReader:
             self._arrays[path] = root[path]
         return self._arrays[path]
 
-    def profile_sums(self, time: slice, rows: slice, cols: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
+    def profile_sums(self, time: slice, rows: slice, cols: np.ndarray | slice,
+                     north_up: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Window sums of ``profiles/count`` and ``profiles/sum``: (levels, H, W) int32 and float32.
 
         Profiles are sparse: ``profiles/n_obs`` (2-D per day, small) says which (day, cell) hold
@@ -131,7 +134,7 @@ class CubeReader:
         if d.size:
             col_index = cols[c] if isinstance(cols, np.ndarray) else cols.start + c
             points = (time.start + d, rows.start + r, col_index)
-            pix = r * w + c
+            pix = ((h - 1 - r) if north_up else r) * w + c
             np.add.at(count, pix, self._gather("profiles/count", *points))
             np.add.at(total, pix, self._gather("profiles/sum", *points))
         return count.T.reshape(nlev, h, w), total.T.reshape(nlev, h, w)
@@ -148,13 +151,14 @@ class CubeReader:
             out[sel] = block[t[sel] - origin[0], :, row[sel] - origin[2], col[sel] - origin[3]]
         return out
 
-    def _read_box(self, path, arr, time, rows, cols, sum_time: bool = False) -> np.ndarray:
+    def _read_box(self, path, arr, time, rows, cols, sum_time: bool = False, north_up: bool = False) -> np.ndarray:
         lead = [time] if time is not None else []
         sel = lead + [slice(None)] * (arr.ndim - 2 - len(lead)) + [rows, cols]
         starts = [s.start or 0 for s in sel]
         stops = [arr.shape[d] if s.stop is None else s.stop for d, s in enumerate(sel)]
         shape = [b - a for a, b in zip(starts, stops)]
-        out = np.zeros(shape[1:], dtype=arr.dtype) if sum_time else np.empty(shape, dtype=arr.dtype)
+        result = np.zeros(shape[1:], dtype=arr.dtype) if sum_time else np.empty(shape, dtype=arr.dtype)
+        out = result[..., ::-1, :] if north_up else result  # a reversed view: the copy flips
         chunk_ranges = [range(a // c, (b - 1) // c + 1) for a, b, c in zip(starts, stops, arr.chunks)]
         for idx in np.ndindex(*[len(r) for r in chunk_ranges]):
             cidx = tuple(r[i] for r, i in zip(chunk_ranges, idx))
@@ -168,7 +172,7 @@ class CubeReader:
                 out[tuple(dst[1:])] += block[tuple(src)].sum(axis=0, dtype=out.dtype)
             else:
                 out[tuple(dst)] = block[tuple(src)]
-        return out
+        return result
 
     def _chunk(self, path, arr, cidx):
         key = (path, cidx)

@@ -19,7 +19,8 @@ from .config import DatasetConfig
 
 @dataclass
 class WindowData:
-    """Everything one sample needs, cut from the cube (south-up, one tile, one window)."""
+    """Everything one sample needs, cut from the cube (one tile, one window), in cube orientation
+    (row 0 = south) or already north-up (``north_up=True``, what the stream reads)."""
 
     sst_k: np.ndarray          # (W, H, W) OSTIA kelvin, NaN where missing
     glorys: np.ndarray         # (S, 50, H, W) snapshots used by the window, degC, NaN invalid
@@ -28,6 +29,7 @@ class WindowData:
     total: np.ndarray | None   # (50, H, W) profile sums over the window, degC
     ocean: np.ndarray          # (H, W) bool
     bottom_level: np.ndarray   # (H, W) number of valid GLORYS levels
+    north_up: bool = False
 
 
 def nearest_snapshots(days: np.ndarray, snapshot_times: np.ndarray) -> np.ndarray:
@@ -78,7 +80,7 @@ def sparse_input(win: WindowData, cfg: DatasetConfig, y_c: np.ndarray, y_valid: 
     if cfg.x.source == "argo":
         valid = win.count > 0
         x = np.full(valid.shape, np.nan, np.float32)
-        x[valid] = win.total[valid] / win.count[valid]  # sparse: only observed cells
+        np.divide(win.total, win.count, out=x, where=valid)
         return x, valid
     # Tracks start on ocean pixels where y is valid at some depth (REFERENCE.md 6.9 'preferred').
     observed = corruption.observed_mask(cfg.x, y_valid.any(axis=0) & win.ocean, rng)
@@ -96,9 +98,9 @@ def yyyymmdd(day: np.datetime64, feb29_to_feb28: bool = True) -> int:
 
 def _zscore(t_c: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """:func:`cube.constants.normalise_celsius` in float32, in place on a new array, 0 where invalid."""
-    z = np.add(t_c, CELSIUS_TO_KELVIN - Y_MEAN_K, dtype=np.float32)
+    z = np.add(t_c, np.float32(CELSIUS_TO_KELVIN - Y_MEAN_K), dtype=np.float32)
     z *= np.float32(1.0 / Y_STD_K)
-    z[~valid] = 0.0
+    np.copyto(z, np.float32(0), where=~valid)
     return z
 
 
@@ -121,8 +123,8 @@ def assemble(win: WindowData, cfg: DatasetConfig, rng: np.random.Generator, *, c
     }
     if cfg.eo.dropout_p > 0:
         sample["eo"] = eo_ops.dropout_normalised_eo(sample["eo"], cfg.eo, rng)
-    # North-up: cube row 0 is the south edge.
-    sample = {k: np.ascontiguousarray(v[..., ::-1, :]) for k, v in sample.items()}
+    if not win.north_up:  # cube row 0 is the south edge
+        sample = {k: np.ascontiguousarray(v[..., ::-1, :]) for k, v in sample.items()}
     if cfg.augment:
         sample = augment.apply_geometry_to_sample(sample, augment.draw_geometry(rng))
     sample["x_valid_mask_1d"] = sample["x_valid_mask"].any(axis=0, keepdims=True)

@@ -140,22 +140,27 @@ class CubeStream(IterableDataset):
         info = {"patch": w.patch, "split": w.split, "day": str(w.centre), "window_days": self.windows.window,
                 "x_source": self.config.x.source, "eo_source": self.config.eo.source,
                 "epoch": epoch, "index": index, "shard": shard, "position": position}
-        return assemble(self.read_window(w), self.config, rng, centre_day=w.centre,
+        return assemble(self.read_window(w, north_up=True), self.config, rng, centre_day=w.centre,
                         coords=(w.lat_center, w.lon_center), info=info)
 
-    def read_window(self, w: Window) -> WindowData:
+    def read_window(self, w: Window, north_up: bool = False) -> WindowData:
+        """The cube arrays one window needs (cube orientation, or rows reversed with ``north_up``)."""
         r = self.reader
         days = r.days[w.time]
         nearest = nearest_snapshots(days, r.glorys_times)
         used, counts = np.unique(nearest, return_counts=True)
-        glorys = np.stack([r.read("glorys/thetao", slice(int(s), int(s) + 1), w.rows, w.cols)[0] for s in used])
-        argo = self.config.x.source == "argo"
+        glorys = np.stack([r.read("glorys/thetao", slice(int(s), int(s) + 1), w.rows, w.cols, north_up=north_up)[0]
+                           for s in used])
+        count = total = None
+        if self.config.x.source == "argo":
+            count, total = r.profile_sums(w.time, w.rows, w.cols, north_up=north_up)
+        flip = slice(None, None, -1) if north_up else slice(None)
         return WindowData(
-            sst_k=r.read("ostia/analysed_sst", w.time, w.rows, w.cols) if self.config.eo.source == "ostia" else None,
-            glorys=glorys, glorys_days=counts,
-            count=r.read("profiles/count", w.time, w.rows, w.cols, sum_time=True) if argo else None,
-            total=r.read("profiles/sum", w.time, w.rows, w.cols, sum_time=True) if argo else None,
-            ocean=r.ocean_mask[w.rows][:, w.cols], bottom_level=r.bottom_level[w.rows][:, w.cols],
+            sst_k=(r.read("ostia/analysed_sst", w.time, w.rows, w.cols, north_up=north_up)
+                   if self.config.eo.source == "ostia" else None),
+            glorys=glorys, glorys_days=counts, count=count, total=total,
+            ocean=r.ocean_mask[w.rows][:, w.cols][flip], bottom_level=r.bottom_level[w.rows][:, w.cols][flip],
+            north_up=north_up,
         )
 
     # -- resume ----------------------------------------------------------------------------------

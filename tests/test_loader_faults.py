@@ -28,7 +28,7 @@ class FaultyStream(CubeStream):
         super().__init__(*args, **kwargs)
         self.bad, self.crash, self.hang, self.poison = set(bad), set(crash), set(hang), set(poison)
 
-    def read_window(self, w):
+    def read_window(self, w, north_up=False):
         key = (w.patch, str(w.centre))
         if key in self.crash:
             os._exit(3)
@@ -36,7 +36,7 @@ class FaultyStream(CubeStream):
             time.sleep(3600)
         if key in self.bad:
             raise OSError(f"simulated unreadable chunk for {key}")
-        win = super().read_window(w)
+        win = super().read_window(w, north_up=north_up)
         if key in self.poison:
             win.count[0, 0, 0], win.total[0, 0, 0] = 1, np.inf  # a corrupt profile sum
         return win
