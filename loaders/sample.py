@@ -30,6 +30,7 @@ class WindowData:
     ocean: np.ndarray          # (H, W) bool
     bottom_level: np.ndarray   # (H, W) number of valid GLORYS levels
     north_up: bool = False
+    water: np.ndarray | None = None  # (50, H, W) :func:`water_column`, when the caller caches it per tile
 
 
 def nearest_snapshots(days: np.ndarray, snapshot_times: np.ndarray) -> np.ndarray:
@@ -58,11 +59,22 @@ def window_mean(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np
 
 def dense_target(win: WindowData) -> tuple[np.ndarray, np.ndarray]:
     """y (50, H, W) degC and its validity: window mean of the nearest snapshot per day, valid over
-    ocean and above the seabed (``bottom_level``)."""
+    ocean and above the seabed (``bottom_level``); NaN where invalid."""
+    y, valid = _dense_target(win)
+    return np.where(valid, y, np.float32(np.nan)), valid
+
+
+def _dense_target(win: WindowData) -> tuple[np.ndarray, np.ndarray]:
+    """As :func:`dense_target`, but values where invalid are left as they are (the hot path zeroes
+    them during the z-score anyway)."""
     y, ok = window_mean(win.glorys, win.glorys_days)
-    levels = np.arange(y.shape[0])[:, None, None]
-    valid = ok & win.ocean[None] & (levels < win.bottom_level[None])
-    return np.where(valid, y, np.nan), valid
+    water = win.water if win.water is not None else water_column(win.ocean, win.bottom_level, y.shape[0])
+    return y, ok & water
+
+
+def water_column(ocean: np.ndarray, bottom_level: np.ndarray, n_levels: int) -> np.ndarray:
+    """(levels, H, W) bool: ocean and above the seabed (level index < ``bottom_level``)."""
+    return ocean[None] & (np.arange(n_levels)[:, None, None] < bottom_level[None])
 
 
 def surface_condition(win: WindowData, cfg: DatasetConfig, y_c: np.ndarray, rng) -> np.ndarray:
@@ -80,7 +92,8 @@ def sparse_input(win: WindowData, cfg: DatasetConfig, y_c: np.ndarray, y_valid: 
     if cfg.x.source == "argo":
         valid = win.count > 0
         x = np.full(valid.shape, np.nan, np.float32)
-        np.divide(win.total, win.count, out=x, where=valid)
+        seen = np.flatnonzero(valid)  # a few hundred observed voxels: divide only those
+        x.flat[seen] = win.total.flat[seen] / win.count.flat[seen]
         return x, valid
     # Tracks start on ocean pixels where y is valid at some depth (REFERENCE.md 6.9 'preferred').
     observed = corruption.observed_mask(cfg.x, y_valid.any(axis=0) & win.ocean, rng)
@@ -107,8 +120,8 @@ def _zscore(t_c: np.ndarray, valid: np.ndarray) -> np.ndarray:
 def assemble(win: WindowData, cfg: DatasetConfig, rng: np.random.Generator, *, centre_day: np.datetime64,
              coords: tuple[float, float], info: dict) -> dict:
     """The sample dict of DESIGN.md section 6 (numpy; the stream turns it into tensors)."""
-    y_c, y_valid = dense_target(win)
-    eo_c = surface_condition(win, cfg, y_c, rng)
+    y_c, y_valid = _dense_target(win)
+    eo_c = surface_condition(win, cfg, np.where(y_valid[:1], y_c[:1], np.float32(np.nan)), rng)
     x_c, x_valid = sparse_input(win, cfg, y_c, y_valid, rng)
     lo, hi = cfg.target_bands
     x_c, x_valid, y_c, y_valid = x_c[lo:hi], x_valid[lo:hi], y_c[lo:hi], y_valid[lo:hi]
