@@ -40,13 +40,18 @@ def load_config(source: str | Path | dict, cls: type[T], *, label: str | None = 
         data, label = source, label or cls.__name__
     else:
         label = label or Path(source).name
-        try:
-            data = yaml.safe_load(Path(source).read_text()) or {}
-        except (FileNotFoundError, IsADirectoryError):
-            raise ConfigError(f"{source}: config file not found") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{source}: not valid YAML: {e}") from None
+        data = read_yaml(source)
     return _build(cls, data, _KeyPath(label, tuple(k for k in prefix.split(".") if k)))
+
+
+def read_yaml(path: str | Path, what: str = "config") -> object:
+    """The parsed YAML document at ``path``; ConfigError naming the file when missing or malformed."""
+    try:
+        return yaml.safe_load(Path(path).read_text()) or {}
+    except (FileNotFoundError, IsADirectoryError):
+        raise ConfigError(f"{path}: {what} file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
 
 
 @dataclass(frozen=True)

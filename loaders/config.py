@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from cube.config import load_config
+from cube.config import load_config, read_yaml
 from cube.errors import ConfigError
 
 from .corruption import CorruptionSpec
@@ -65,14 +65,7 @@ class DatasetConfig:
 
 def load_dataset_config(path: str | Path = "configs/dataset.yaml", preset: str | None = None) -> DatasetConfig:
     """Load one preset of configs/dataset.yaml (``presets: {name: {...}}``, ``default: name``)."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (FileNotFoundError, IsADirectoryError):
-        raise ConfigError(f"{path}: dataset config file not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    data = read_yaml(path, "dataset config")
     presets = data.get("presets", {}) if isinstance(data, dict) else None
     if not isinstance(presets, dict):
         raise ConfigError(f"{Path(path).name}: presets: expected a mapping of preset name -> settings")
