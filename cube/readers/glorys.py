@@ -52,11 +52,7 @@ def read_glorys(path: PathArg, bbox=None) -> xr.Dataset:
     """
     box = as_bbox(bbox)
     with open_netcdf(path) as ds:
-        var = require_var(ds, "thetao", path)
-        _check_units(path, var)
-        time_dim, depth_dim, lat_dim, lon_dim = _layout(path, var)
-        depth_order = _depth_order(path, read_coord(ds, depth_dim, path))
-        check_lat_lon_dims(path, ds, lat_dim, lon_dim)
+        var, time_dim, lat_dim, lon_dim, depth_order = _checked_header(ds, path)
         plan = plan_horizontal(read_coord(ds, lat_dim, path), read_coord(ds, lon_dim, path), box, path,
                                shape=var.shape[-2:])
         times = _times(ds, path, var, time_dim)
@@ -81,11 +77,7 @@ def scan_glorys(path: PathArg, bbox=None) -> dict:
     """
     box = as_bbox(bbox)
     with open_netcdf(path) as ds:
-        var = require_var(ds, "thetao", path)
-        _check_units(path, var)
-        time_dim, depth_dim, lat_dim, lon_dim = _layout(path, var)
-        depth_order = _depth_order(path, read_coord(ds, depth_dim, path))
-        check_lat_lon_dims(path, ds, lat_dim, lon_dim)
+        var, time_dim, lat_dim, lon_dim, depth_order = _checked_header(ds, path)
         lat, lon = read_coord(ds, lat_dim, path), read_coord(ds, lon_dim, path)
         plan = plan_horizontal(lat, lon, None, path, shape=var.shape[-2:])
         times = np.sort(_times(ds, path, var, time_dim))
@@ -102,6 +94,17 @@ def _top_level(var: netCDF4.Variable, plan: HorizontalPlan, level: int, has_time
     c0, c1 = int(plan.cols.min()), int(plan.cols.max()) + 1
     raw = var[:, level, r0:r1, c0:c1] if has_time else var[level, r0:r1, c0:c1][np.newaxis]
     return decode_values(raw[:, np.newaxis], var_attrs(var), dtype=np.float32)
+
+
+def _checked_header(ds: netCDF4.Dataset, path):
+    """``thetao`` with its units, dims, depth axis and lat/lon checked: (var, time_dim, lat_dim,
+    lon_dim, depth_order). Shared by :func:`read_glorys` and :func:`scan_glorys`."""
+    var = require_var(ds, "thetao", path)
+    _check_units(path, var)
+    time_dim, depth_dim, lat_dim, lon_dim = _layout(path, var)
+    depth_order = _depth_order(path, read_coord(ds, depth_dim, path))
+    check_lat_lon_dims(path, ds, lat_dim, lon_dim)
+    return var, time_dim, lat_dim, lon_dim, depth_order
 
 
 def _check_units(path, var: netCDF4.Variable) -> None:

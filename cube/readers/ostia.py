@@ -43,13 +43,7 @@ def read_ostia(path: PathArg, bbox=None) -> xr.Dataset:
     """
     box = as_bbox(bbox)
     with open_netcdf(path) as ds:
-        sst_var = require_var(ds, "analysed_sst", path)
-        _check_sst_units(path, sst_var)
-        lat_dim, lon_dim, has_time = _layout(path, sst_var)
-        check_lat_lon_dims(path, ds, lat_dim, lon_dim)
-        plan = plan_horizontal(read_coord(ds, lat_dim, path), read_coord(ds, lon_dim, path), box, path,
-                               shape=sst_var.shape[-2:])
-        times = _times(ds, path, sst_var, has_time)
+        sst_var, plan, times, has_time = _checked_header(ds, path, box)
         sst = _read_field(sst_var, plan, has_time)
         land = _land(ds, path, plan, sst)
         ice = _sea_ice(ds, plan, sst_var)
@@ -61,13 +55,20 @@ def scan_ostia(path: PathArg) -> dict:
     """Metadata only (no SST read): the file's times and full lat/lon axes, checked as in
     :func:`read_ostia` (variable, units, layout, grid, time vs name). For planning a build."""
     with open_netcdf(path) as ds:
-        sst_var = require_var(ds, "analysed_sst", path)
-        _check_sst_units(path, sst_var)
-        lat_dim, lon_dim, has_time = _layout(path, sst_var)
-        check_lat_lon_dims(path, ds, lat_dim, lon_dim)
-        plan = plan_horizontal(read_coord(ds, lat_dim, path), read_coord(ds, lon_dim, path), None, path,
-                               shape=sst_var.shape[-2:])
-        return {"time": _times(ds, path, sst_var, has_time), "lat": plan.lat, "lon": plan.lon}
+        _, plan, times, _ = _checked_header(ds, path, None)
+    return {"time": times, "lat": plan.lat, "lon": plan.lon}
+
+
+def _checked_header(ds: netCDF4.Dataset, path, box):
+    """``analysed_sst`` with units, layout, grid and times checked: (var, read plan for ``box``,
+    times, has_time). Shared by :func:`read_ostia` and :func:`scan_ostia`."""
+    sst_var = require_var(ds, "analysed_sst", path)
+    _check_sst_units(path, sst_var)
+    lat_dim, lon_dim, has_time = _layout(path, sst_var)
+    check_lat_lon_dims(path, ds, lat_dim, lon_dim)
+    plan = plan_horizontal(read_coord(ds, lat_dim, path), read_coord(ds, lon_dim, path), box, path,
+                           shape=sst_var.shape[-2:])
+    return sst_var, plan, _times(ds, path, sst_var, has_time), has_time
 
 
 def _check_sst_units(path, var: netCDF4.Variable) -> None:
