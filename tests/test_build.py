@@ -58,7 +58,11 @@ def _profile_depths(top, bottom, step=5.0):
 
 def test_profiles_rasterised_as_hand_expectation(tmp_path):
     """Counts and sums per (day, level, cell) equal a hand rasterisation: a profile on a cell edge,
-    a real 0 degC profile, QC-rejected levels, a profile starting at 4 m."""
+    a real 0 degC profile, QC-rejected levels, a profile starting at 4 m.
+
+    Fixes REFERENCE.md 11.7 (the EN4 month is NetCDF-3, which the reference's index skipped),
+    11.8 (potential temperature with QC applied), 11.12 (a profile on a shared edge lands in
+    exactly one cell) and 11.13 (a real 0 degC observation is valid: validity comes from counts)."""
     write_background(tmp_path)
     n_lev = 420
     depth = np.full((5, n_lev), np.nan)
@@ -129,6 +133,7 @@ def test_ostia_lon_0_360_gives_the_same_cube(tmp_path):
 
 
 def test_glorys_monthly_file_is_dated_mid_month(tmp_path):
+    """REFERENCE.md 11.16: monthly ``_YYYYMM.nc`` names crashed the reference's date parser."""
     write_background(tmp_path)
     (tmp_path / "glorys").joinpath("mercatorglorys12v1_gl12_mean_20100101_R20100106.nc").unlink()
     glat, glon = _glorys_axes()

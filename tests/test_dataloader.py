@@ -32,6 +32,7 @@ def test_two_workers_cover_the_epoch_once_with_each_start_method(analytic, conte
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_default_collate_runs_an_epoch_of_the_demo_cube(tiny_cube, preset):
+    """REFERENCE.md 11.17: ``info`` could hold None and break the default collate; y held NaN."""
     cfg = load_dataset_config(CONFIGS, preset)
     stream = CubeStream(str(tiny_cube), cfg, split="train")
     loader = StreamLoader(stream, batch_size=4, num_workers=2)

@@ -33,6 +33,7 @@ def test_two_profiles_in_one_cell_average_per_level_independently():
 
 
 def test_profile_on_a_cell_edge_is_counted_once_north_east():
+    """REFERENCE.md 11.12: inclusive bbox edges counted an edge profile in both neighbours."""
     # lat 10.5 / lon -39.5 are edges between rows 0|1 and cols 0|1.
     r = rasterise([0], [10.5], [-39.5], [[5.0]], GRID, n_days=1)
     count, _ = dense_of(r)

@@ -248,6 +248,7 @@ def test_majority_hand_cases_and_ties_go_to_the_lowest_code():
 
 
 def test_majority_never_invents_a_code():
+    """REFERENCE.md 11.10: the categorical OSTIA mask was interpolated linearly (water 1 + land 2 -> 1.5)."""
     rng = np.random.default_rng(4)
     lat, lon = centres(-20.0, 1 / 12, 120), centres(30.0, 1 / 12, 120)
     codes = np.where(rng.random((120, 120)) < 0.5, 1, 2).astype(np.int16)

@@ -29,6 +29,7 @@ def _index_of(stream: CubeStream, row0: int, col0: int, centre: str) -> int:
 
 
 def test_argo_x_is_count_weighted_window_mean_and_keeps_zero_degc(cube):
+    """REFERENCE.md 11.13: zero-filled x with validity from counts, so 0 degC is a real value."""
     stream = CubeStream(cube, DatasetConfig(window_days=5, x=XConfig(source="argo")), split="all")
     # Window centred on day 4 covers days 2..6: observations of (level 5, row 20, col 30) are 10, 12, 14.
     i = _index_of(stream, 16, 16, str(DAYS[4]))
@@ -139,6 +140,7 @@ def test_resume_mid_epoch_yields_exactly_the_rest(cube):
 
 
 def test_corruption_is_reproducible_per_epoch(cube):
+    """REFERENCE.md 11.15: synthetic pixels came from default_rng(seed + idx), the same every epoch."""
     cfg = DatasetConfig(window_days=1, x=XConfig(source="synthetic_pixels", pixel_count=20))
     stream = CubeStream(cube, cfg, split="all")
     a, b, c = stream.sample(2, epoch=0), stream.sample(2, epoch=0), stream.sample(2, epoch=1)
