@@ -29,6 +29,19 @@ def open_cube(path: str, chunks: dict | None | str = "auto", storage_options: di
     return tree
 
 
+def _stored_mb(path: str) -> float | None:
+    """Bytes the cube occupies in its store (None if the store cannot say)."""
+    if not path:
+        return None
+    try:
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(str(path))
+        return fs.du(root) / 1e6
+    except Exception:  # a summary line is not worth failing `info` for
+        return None
+
+
 def describe(tree: xr.DataTree, path: str = "") -> str:
     """A human summary: grid, sizes, time range, tiles per split, profiles used/rejected, rejects."""
     a = tree.attrs
@@ -36,6 +49,9 @@ def describe(tree: xr.DataTree, path: str = "") -> str:
     grid = build.get("grid", {})
     days = tree["ostia"].time.values
     lines = [f"cube {path}".rstrip(), f"  contract     {a.get('contract')}  ({a.get('software')})"]
+    stored = _stored_mb(path)
+    if stored is not None:
+        lines.append(f"  stored       {stored:.1f} MB")
     if grid:
         lines.append(
             f"  grid         {grid['nlat']} x {grid['nlon']} cells at {grid['resolution']:.4g} deg, "
