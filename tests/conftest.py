@@ -8,13 +8,26 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_DATA = Path(os.environ.get("DEPTHCUBE_REAL_DATA", REPO.parent / "shared" / "data" / "real"))
+#: Where the real product samples live: ``$DEPTHCUBE_REAL_DATA`` when set, else ``../shared/data/real``
+#: beside the repository. Tests name files relative to it and take the ``real_data`` fixture.
+REAL_DATA_ENV = "DEPTHCUBE_REAL_DATA"
+REAL_DATA = Path(os.environ.get(REAL_DATA_ENV) or REPO.parent / "shared" / "data" / "real")
+
+
+def real_data_missing() -> str | None:
+    """Why the real samples cannot be used (None when they can): the folder and how it was found."""
+    if REAL_DATA.is_dir():
+        return None
+    how = f"${REAL_DATA_ENV}" if os.environ.get(REAL_DATA_ENV) else f"the default (set ${REAL_DATA_ENV} to override)"
+    return f"real product samples not found: {REAL_DATA} (from {how}) is not a folder"
 
 
 @pytest.fixture(scope="session")
 def real_data() -> Path:
-    if not REAL_DATA.is_dir():
-        pytest.skip(f"real product samples not found at {REAL_DATA}")
+    """The folder of real product samples; skips the test, saying where it looked, when absent."""
+    reason = real_data_missing()
+    if reason:
+        pytest.skip(reason)
     return REAL_DATA
 
 

@@ -21,9 +21,8 @@ from cube.demo import DemoSpec, TruthOcean, write_demo
 from cube.demo.truth import days_since_1950
 from cube.grid import CubeGrid
 
-REAL = Path(__file__).parents[2] / "shared/data/real"
-REAL_OSTIA = REAL / "20170101120000-UKMO-L4_GHRSST-SSTfnd-OSTIAanom-GLOB-v02.0-fv02.0.nc"
-REAL_GLORYS = REAL / "cmems_glo12_thetao_point_profile.nc"
+REAL_OSTIA = "20170101120000-UKMO-L4_GHRSST-SSTfnd-OSTIAanom-GLOB-v02.0-fv02.0.nc"
+REAL_GLORYS = "cmems_glo12_thetao_point_profile.nc"
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 GOOD = (b"1", b"2")
 
@@ -88,9 +87,9 @@ def test_tiny_and_small_presets_give_whole_tiles():
 
 # ---- OSTIA --------------------------------------------------------------------------------------------
 
-def test_ostia_packing_equals_the_real_sample(demo):
+def test_ostia_packing_equals_the_real_sample(demo, real_data):
     _, _, paths = demo
-    with _raw(REAL_OSTIA) as real, _raw(paths["ostia"][0]) as ds:
+    with _raw(real_data / REAL_OSTIA) as real, _raw(paths["ostia"][0]) as ds:
         a, b = real["analysed_sst"], ds["analysed_sst"]
         assert b.dtype == a.dtype == np.int16
         assert b.dimensions == ("time", "lat", "lon")
@@ -142,9 +141,9 @@ def test_ostia_decodes_to_kelvin_with_land_fill(demo):
 
 # ---- GLORYS -------------------------------------------------------------------------------------------
 
-def test_glorys_depth_axis_equals_the_real_sample(demo):
+def test_glorys_depth_axis_equals_the_real_sample(demo, real_data):
     _, _, paths = demo
-    with _raw(REAL_GLORYS) as real, _raw(paths["glorys"][0]) as ds:
+    with _raw(real_data / REAL_GLORYS) as real, _raw(paths["glorys"][0]) as ds:
         assert ds["depth"].dtype == real["depth"].dtype == np.float32
         assert np.array_equal(ds["depth"][:], real["depth"][:])
         for attr in real["depth"].ncattrs():

@@ -6,7 +6,6 @@ or from the real samples in ../shared/data/real read independently with netCDF4 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import fsspec
@@ -23,12 +22,12 @@ from cube.profiles import ProfileTable
 from cube.readers import detect_product, open_product, read_argo, read_en4, read_glorys, read_ostia
 from cube.readers.common import Bbox, plan_horizontal, read_horizontal
 
-REAL = Path(os.environ.get("DEPTHCUBE_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
+from conftest import REAL_DATA as REAL  # noqa: E402  (tests using it take the real_data fixture)
 OSTIA_REAL = REAL / "20170101120000-UKMO-L4_GHRSST-SSTfnd-OSTIAanom-GLOB-v02.0-fv02.0.nc"
 ARGO_MULTI = REAL / "13857_prof.nc"
 ARGO_SINGLE = REAL / "D5900446_001.nc"
 GLO12_REAL = REAL / "cmems_glo12_thetao_point_profile.nc"
-needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"real samples not found in {REAL}")
+needs_real = pytest.mark.usefixtures("real_data")
 
 
 def raw(path, name):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +11,7 @@ from cube.errors import InputError
 from cube.grid import CubeGrid
 from cube.regrid import Regridder, get_regridder, regrid, regrid_categorical, regrid_fraction
 
-REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
-OSTIA_REAL = REAL / "20170101120000-UKMO-L4_GHRSST-SSTfnd-OSTIAanom-GLOB-v02.0-fv02.0.nc"
+OSTIA_REAL = "20170101120000-UKMO-L4_GHRSST-SSTfnd-OSTIAanom-GLOB-v02.0-fv02.0.nc"
 
 
 def centres(start: float, step: float, n: int) -> np.ndarray:
@@ -302,12 +300,10 @@ def test_weights_are_cached_per_axes_and_grid():
 
 
 @pytest.fixture(scope="module")
-def ostia_real():
-    if not OSTIA_REAL.exists():
-        pytest.skip("shared real OSTIA sample not present")
+def ostia_real(real_data):
     import xarray as xr
 
-    with xr.open_dataset(OSTIA_REAL) as ds:
+    with xr.open_dataset(real_data / OSTIA_REAL) as ds:
         return (ds["lat"].values, ds["lon"].values, ds["analysed_sst"].values[0])
 
 

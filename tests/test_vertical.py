@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +9,6 @@ import pytest
 from cube.constants import GLORYS_DEPTHS
 from cube.vertical import align_to_levels
 
-REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
 Z = GLORYS_DEPTHS.astype(np.float64)
 
 
@@ -161,10 +159,8 @@ def test_random_profiles_match_a_per_profile_loop(block):
     np.testing.assert_allclose(out, expect, rtol=0, atol=2e-5, equal_nan=True)
 
 
-def test_real_argo_file_matches_the_loop():
-    path = REAL / "13857_prof.nc"
-    if not path.exists():
-        pytest.skip("shared real Argo sample not present")
+def test_real_argo_file_matches_the_loop(real_data):
+    path = real_data / "13857_prof.nc"
     import xarray as xr
 
     with xr.open_dataset(path) as ds:  # pressure stands in for depth here; the rule is what is tested
@@ -175,10 +171,8 @@ def test_real_argo_file_matches_the_loop():
     np.testing.assert_allclose(out, expect, rtol=0, atol=2e-5, equal_nan=True)
 
 
-def test_real_glorys_column_aligns_onto_itself():
-    path = REAL / "cmems_glo12_thetao_point_profile.nc"
-    if not path.exists():
-        pytest.skip("shared real GLORYS sample not present")
+def test_real_glorys_column_aligns_onto_itself(real_data):
+    path = real_data / "cmems_glo12_thetao_point_profile.nc"
     import xarray as xr
 
     with xr.open_dataset(path) as ds:
