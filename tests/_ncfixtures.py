@@ -167,3 +167,85 @@ def copy_netcdf(src, dst, *, drop: tuple[str, ...] = (), edit: Callable[[str, np
                 data = var[...]
                 out[...] = edit(name, data.copy()) if edit else data
     return Path(dst)
+
+
+#: Fixed-length char dimensions of the Argo GDAC format (user manual 3.1, section 2.2).
+ARGO_STRING_DIMS = {"DATE_TIME": 14, "STRING2": 2, "STRING4": 4, "STRING8": 8, "STRING16": 16, "STRING32": 32,
+                    "STRING64": 64, "STRING256": 256}
+
+
+def _argo_text(values, width: int) -> np.ndarray:
+    """Strings as a blank-padded (len(values), width) ``S1`` array, as GDAC files store text."""
+    return np.array([list(str(v)[:width].ljust(width)) for v in values], dtype="S1").reshape(len(values), width)
+
+
+def write_argo_profiles(path, profiles: list[dict], *, wmo: str = "6901234", cycle: int = 1,
+                        data_type: str = "Argo profile") -> Path:
+    """An Argo GDAC profile file (format 3.1 layout of the real D5900446_001.nc / 13857_prof.nc).
+
+    NetCDF-3 classic, ``N_PROF x N_LEVELS`` with the STRINGnn/DATE_TIME char dimensions, blank
+    padded text, 99999/999999 fills and the real files' attributes. Each profile is a dict with
+    ``scheme`` (VERTICAL_SAMPLING_SCHEME), ``pres`` and ``temp`` (levels; shorter profiles are
+    padded with fills), optional ``psal``, ``juld`` (days since 1950-01-01), ``lat``, ``lon``,
+    ``data_mode`` ('R'; 'A'/'D' also fill ``*_ADJUSTED`` with the same values) and ``qc`` ('1').
+    """
+    n_prof, n_lev = len(profiles), max(len(p["pres"]) for p in profiles)
+    params = ["PRES", "TEMP"] + (["PSAL"] if any("psal" in p for p in profiles) else [])
+
+    def levels(key):
+        out = np.full((n_prof, n_lev), PROFILE_FILL, dtype=np.float32)
+        for i, p in enumerate(profiles):
+            if key in p:
+                out[i, :len(p[key])] = p[key]
+        return out
+
+    with netCDF4.Dataset(path, "w", format="NETCDF3_CLASSIC") as ds:
+        ds.setncatts({"title": "Argo float vertical profile", "institution": "AOML", "source": "Argo float",
+                      "user_manual_version": "3.1", "Conventions": "Argo-3.1 CF-1.6",
+                      "featureType": "trajectoryProfile"})
+        for name, size in {**ARGO_STRING_DIMS, "N_PROF": n_prof, "N_PARAM": len(params), "N_LEVELS": n_lev,
+                           "N_CALIB": 1}.items():
+            ds.createDimension(name, size)
+        ds.createDimension("N_HISTORY", None)
+
+        def text(name, dims, values, **attrs):
+            var = ds.createVariable(name, "S1", dims, fill_value=b" ")
+            var.setncatts(attrs)
+            var[:] = values
+            return var
+
+        def number(name, dtype, dims, values, fill, **attrs):
+            var = ds.createVariable(name, dtype, dims, fill_value=fill)
+            var.setncatts(attrs)
+            var.set_auto_maskandscale(False)
+            var[:] = values
+
+        text("DATA_TYPE", ("STRING16",), _argo_text([data_type], 16)[0], conventions="Argo reference table 1")
+        text("FORMAT_VERSION", ("STRING4",), _argo_text(["3.1"], 4)[0])
+        text("REFERENCE_DATE_TIME", ("DATE_TIME",), _argo_text(["19500101000000"], 14)[0])
+        text("PLATFORM_NUMBER", ("N_PROF", "STRING8"), _argo_text([wmo] * n_prof, 8))
+        text("STATION_PARAMETERS", ("N_PROF", "N_PARAM", "STRING16"),
+             np.stack([_argo_text(params, 16)] * n_prof))
+        number("CYCLE_NUMBER", "i4", ("N_PROF",), np.full(n_prof, cycle), np.int32(99999))
+        text("DIRECTION", ("N_PROF",), np.array(["A"] * n_prof, dtype="S1"))
+        text("DATA_MODE", ("N_PROF",), np.array([p.get("data_mode", "R") for p in profiles], dtype="S1"))
+        number("JULD", "f8", ("N_PROF",), [p["juld"] for p in profiles], 999999.0,
+               standard_name="time", units="days since 1950-01-01 00:00:00 UTC", axis="T")
+        text("JULD_QC", ("N_PROF",), np.array(["1"] * n_prof, dtype="S1"))
+        number("LATITUDE", "f8", ("N_PROF",), [p["lat"] for p in profiles], 99999.0, units="degree_north")
+        number("LONGITUDE", "f8", ("N_PROF",), [p["lon"] for p in profiles], 99999.0, units="degree_east")
+        text("POSITION_QC", ("N_PROF",), np.array(["1"] * n_prof, dtype="S1"))
+        text("PROFILE_TEMP_QC", ("N_PROF",), np.array(["A"] * n_prof, dtype="S1"))
+        text("VERTICAL_SAMPLING_SCHEME", ("N_PROF", "STRING256"), _argo_text([p["scheme"] for p in profiles], 256),
+             long_name="Vertical sampling scheme", conventions="Argo reference table 16")
+        units = {"PRES": "decibar", "TEMP": "degree_Celsius", "PSAL": "psu"}
+        for name in params:
+            values = levels(name.lower())
+            qc = np.where(values == PROFILE_FILL, b" ", np.array([[p.get("qc", "1")] for p in profiles], dtype="S1"))
+            adjusted = np.array([[p.get("data_mode", "R") in "AD"] for p in profiles])
+            for suffix, vals, flags in (("", values, qc), ("_ADJUSTED", np.where(adjusted, values, PROFILE_FILL),
+                                                           np.where(adjusted, qc, b" "))):
+                number(name + suffix, "f4", ("N_PROF", "N_LEVELS"), vals, np.float32(PROFILE_FILL), units=units[name])
+                text(f"{name}{suffix}_QC", ("N_PROF", "N_LEVELS"), flags.astype("S1"),
+                     conventions="Argo reference table 2")
+    return Path(path)

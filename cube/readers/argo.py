@@ -14,6 +14,13 @@ Documented choices:
 - ``JULD_QC`` also accepts '5' (changed) and '8' (estimated, e.g. the real D5900446_001.nc):
   the UTC day is still right. ``POSITION_QC`` does not (interpolated under-ice positions can be
   tens of km off, more than a cube cell);
+- only the primary sampling profile of a cycle is used: a single-cycle file ``R<wmo>_<cycle>.nc``
+  holds one N_PROF per vertical sampling scheme (primary, near-surface, secondary, bounce: Argo
+  user manual 3.1 section 3.16 and reference table 16), so the same cast would otherwise count
+  once per scheme. Profiles whose ``VERTICAL_SAMPLING_SCHEME`` does not start with "Primary
+  sampling" are rejected as ``non_primary_sampling`` (argopy's rule); a blank scheme (files older
+  than format 3.0) or a file without the variable counts as primary. Multi-profile ``_prof.nc``
+  files hold primary profiles only, and go through the same rule;
 - ``PROFILE_TEMP_QC`` grades A, B, C are accepted by default (at least half the levels good;
   bad levels are removed one by one anyway), D..F reject the profile (reason ``profile_qc``);
 - depth from pressure with TEOS-10: ``depth = -gsw.z_from_p(p, lat)``;
@@ -33,14 +40,16 @@ import numpy as np
 from cube.errors import ConfigError, InputError
 from cube.profiles import ProfileTable
 from cube.readers.common import (PROFILE_FILL, PathArg, TIME_QC_EXTRA, as_bbox, build_profile_table,
-                                 check_units, open_netcdf, optional_var, parse_accepted, profile_positions,
-                                 profile_times, qc_ok, read_chars, read_values, require_var)
+                                 check_units, decode_chars, open_netcdf, optional_var, parse_accepted,
+                                 profile_positions, profile_times, qc_ok, read_chars, read_values, require_var)
 
 ADJUSTED_MODES = ("A", "D")
 DEFAULT_PROFILE_GRADES = ("A", "B", "C")
 #: Practical salinity assumed where a profile has none (open-ocean mean).
 DEFAULT_SP = 35.0
 TEMPERATURES = ("potential", "insitu")
+#: How VERTICAL_SAMPLING_SCHEME starts for the profile to use (Argo reference table 16).
+PRIMARY_SAMPLING = "primary sampling"
 
 
 def read_argo(path: PathArg, accepted_qc=("1", "2"), bbox=None, *, temperature: str = "potential",
@@ -53,8 +62,9 @@ def read_argo(path: PathArg, accepted_qc=("1", "2"), bbox=None, *, temperature: 
     (SP = 35 where salinity is missing or rejected: error < 0.01 degC for SP 33..37 above
     2000 m), or in-situ TEMP with ``temperature='insitu'``. Levels failing ``accepted_qc`` on
     pressure or temperature are NaN (counted in ``levels_rejected``); profiles are rejected by
-    reason (``bad_time``, ``bad_position``, ``time_qc``, ``position_qc``, ``profile_qc``,
-    ``outside_region``, ``no_valid_levels``). Fills (99999, 999999 JULD) are NaN. Longitudes
+    reason (``non_primary_sampling``: only the primary sampling profile of a cycle is used, see
+    the module docstring; ``bad_time``, ``bad_position``, ``time_qc``, ``position_qc``,
+    ``profile_qc``, ``outside_region``, ``no_valid_levels``). Fills (99999, 999999 JULD) are NaN. Longitudes
     are in [-180, 180). Raises InputError for unreadable files, missing variables (including
     ``*_ADJUSTED`` for an adjusted profile), wrong units or shapes.
     """
@@ -73,6 +83,7 @@ def read_argo(path: PathArg, accepted_qc=("1", "2"), bbox=None, *, temperature: 
         temp, temp_qc = _parameter(ds, path, "TEMP", adjusted, "celsius")
         psal = _parameter(ds, path, "PSAL", adjusted, None, required=False)
         flags = {name: read_chars(ds, name, (n,), path) for name in ("JULD_QC", "POSITION_QC", "PROFILE_TEMP_QC")}
+        non_primary = non_primary_sampling(ds, n, path)
     if pres.shape != temp.shape or pres.shape[0] != n:
         raise InputError(path, "bad_shape", f"PRES {pres.shape} and TEMP {temp.shape} must both be (N_PROF={n}, N_LEVELS)")
     depth = pressure_to_depth(pres, lat[:, None])
@@ -81,6 +92,7 @@ def read_argo(path: PathArg, accepted_qc=("1", "2"), bbox=None, *, temperature: 
         temp = potential_temperature(temp, pres, sp, lat[:, None], lon[:, None])
     level_ok = qc_ok(pres_qc, accepted, accept_unchecked) & qc_ok(temp_qc, accepted, accept_unchecked)
     profile_bad = [
+        ("non_primary_sampling", non_primary),
         ("bad_time", np.isnat(time)),
         ("bad_position", bad_position),
         ("time_qc", ~qc_ok(flags["JULD_QC"], accepted + TIME_QC_EXTRA, accept_unchecked)),
@@ -89,6 +101,22 @@ def read_argo(path: PathArg, accepted_qc=("1", "2"), bbox=None, *, temperature: 
     ]
     return build_profile_table(path, time=time, lat=lat, lon=lon, depth=depth, temp=temp,
                                level_ok=level_ok, profile_bad=profile_bad, bbox=box)
+
+
+def non_primary_sampling(ds: netCDF4.Dataset, n_prof: int, path) -> np.ndarray:
+    """Per profile: True where ``VERTICAL_SAMPLING_SCHEME`` names a scheme other than "Primary sampling".
+
+    Blank schemes and files without the variable read as primary (all False).
+    """
+    var = optional_var(ds, "VERTICAL_SAMPLING_SCHEME")
+    if var is None:
+        return np.zeros(n_prof, dtype=bool)
+    chars = decode_chars(var[...])
+    if chars.ndim != 2 or chars.shape[0] != n_prof:
+        raise InputError(path, "bad_shape", f"VERTICAL_SAMPLING_SCHEME has shape {chars.shape}; "
+                                            f"(N_PROF={n_prof}, STRING256) expected")
+    schemes = ["".join(row).strip().lower() for row in chars]
+    return np.array([bool(text) and not text.startswith(PRIMARY_SAMPLING) for text in schemes], dtype=bool)
 
 
 def pressure_to_depth(pres, lat) -> np.ndarray:
