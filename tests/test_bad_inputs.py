@@ -327,7 +327,7 @@ def _wrong_product(demo):
 CASES = {
     "directory-named-nc": Case(_directory, "unreadable", ("directory",)),
     "dangling-symlink": Case(_dangling_link, "unreadable"),
-    "glorys-file-among-ostia": Case(_wrong_product, "missing_variable", ("analysed_sst", "thetao")),
+    "glorys-file-among-ostia": Case(_wrong_product, "missing_variable", ("analysed_sst", "a GLORYS file", "inputs.glorys")),
     "zero-byte": Case(_zero_byte, "unreadable", ("zero-byte",)),
     "html-named-nc": Case(_html, "unreadable", ("not a NetCDF file",)),
     "truncated-netcdf4": Case(_truncated_hdf5, "unreadable"),

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from _ncfixtures import copy_netcdf, ostia_name, write_en4, write_glorys, write_ostia
+from _ncfixtures import copy_netcdf, ostia_name, write_argo_profiles, write_en4, write_glorys, write_ostia
 from cube.constants import GLORYS_DEPTHS
 from cube.errors import ConfigError, InputError
 from cube.profiles import ProfileTable
@@ -188,6 +188,10 @@ class ReaderConformance:
         with pytest.raises(InputError) as info:
             self.read(broken)
         assert info.value.reason == "missing_variable" and self.essential in str(info.value)
+        # One short line: the variable and a count, never the file's whole variable list.
+        detail = info.value.detail
+        assert "\n" not in detail and len(detail) < 120, detail
+        assert f"among the file's {len(netCDF4.Dataset(broken).variables)} variables" in detail
 
 
 class TestOstiaConformance(ReaderConformance):
@@ -658,3 +662,74 @@ def test_detect_by_variables_when_the_name_says_nothing(tmp_path):
     assert info.value.reason == "unknown_product"
     with pytest.raises(ConfigError):
         open_product(en4, kind="woa")
+
+
+# ----------------------------------------------------------------------------------------------
+# Wrong-product messages: one line saying what the file is and where it belongs
+# ----------------------------------------------------------------------------------------------
+
+def _argo_cast(temp=12.0):
+    return {"scheme": "Primary sampling: discrete []", "pres": [5.0, 10.0, 20.0], "temp": [temp] * 3,
+            "juld": 21916.5, "lat": 40.55, "lon": -19.45}
+
+
+def _b_file_from(core, dst, data_type="B-Argo profile"):
+    """A BGC-Argo B-file made from a core file: no TEMP/PSAL (they stay in the core file)."""
+    def retype(name, data):
+        if name == "DATA_TYPE":
+            return np.array(list(data_type.ljust(data.shape[0])), dtype="S1")
+        return data
+    drop = tuple(n for n in netCDF4.Dataset(core).variables if n.startswith(("TEMP", "PSAL", "PROFILE_TEMP", "PROFILE_PSAL")))
+    return copy_netcdf(core, dst, drop=drop, edit=retype)
+
+
+def test_bgc_b_file_names_its_core_file(tmp_path):
+    core = write_argo_profiles(tmp_path / "R6901234_001.nc", [_argo_cast()])
+    (tmp_path / "b").mkdir()
+    bfile = _b_file_from(core, tmp_path / "b" / "BR6901234_001.nc")
+    with pytest.raises(InputError) as info:
+        read_argo(bfile)
+    assert info.value.reason == "missing_variable"
+    assert info.value.detail == ("a BGC-Argo B-file (no TEMP): temperature is in the core Argo file "
+                                 "R6901234_001.nc; list that under inputs.argo")
+
+
+@needs_real
+def test_real_delayed_mode_b_file_is_recognised_by_its_data_type(tmp_path):
+    """DATA_TYPE 'B-Argo profile' says it even when the name does not follow the B<mode> pattern."""
+    bfile = _b_file_from(ARGO_SINGLE, tmp_path / "bgc_profile.nc")
+    with pytest.raises(InputError) as info:
+        read_argo(bfile)
+    assert "BGC-Argo B-file" in info.value.detail and len(info.value.detail) < 120
+
+
+@needs_real
+def test_argo_prof_file_given_as_en4_says_where_it_belongs(tmp_path):
+    with pytest.raises(InputError) as info:
+        read_en4(ARGO_MULTI)
+    assert info.value.reason == "missing_variable"
+    assert info.value.detail == ("variable 'DEPH_CORRECTED' not found; looks like an Argo file: "
+                                 "list it under inputs.argo")
+
+
+def test_other_products_in_the_wrong_list_say_where_they_belong(tmp_path):
+    en4 = write_en4(tmp_path / "EN.4.2.2.f.profiles.g10.201001.nc", **en4_profiles())
+    glorys = write_glorys(tmp_path / "glorys_20100101.nc", thetao_field(GLAT, GLON), GLAT, GLON, [525960.0])
+    for reader, path, where in ((read_argo, en4, "an EN4 file: list it under inputs.en4"),
+                                (read_ostia, glorys, "a GLORYS file: list it under inputs.glorys")):
+        with pytest.raises(InputError) as info:
+            reader(path)
+        assert info.value.detail.endswith(f"looks like {where}"), info.value.detail
+
+
+def test_build_lists_an_argo_file_under_en4_as_one_line(tmp_path):
+    from test_build import config, write_background
+
+    write_background(tmp_path)
+    (tmp_path / "en4").mkdir()
+    write_argo_profiles(tmp_path / "en4" / "6901234_prof.nc", [_argo_cast()])
+    from cube.build import build
+
+    report = build(config(tmp_path), progress=False)
+    assert [(r["reason"], r["detail"]) for r in report.rejects] == [
+        ("missing_variable", "variable 'DEPH_CORRECTED' not found; looks like an Argo file: list it under inputs.argo")]

@@ -12,7 +12,7 @@ import re
 
 from cube.errors import ConfigError, InputError
 from cube.readers.argo import read_argo
-from cube.readers.common import Bbox, PathArg, open_netcdf, path_name
+from cube.readers.common import PRODUCT_SIGNATURES, Bbox, PathArg, open_netcdf, path_name, product_from_variables
 from cube.readers.en4 import read_en4
 from cube.readers.glorys import read_glorys, scan_glorys
 from cube.readers.ostia import read_ostia, scan_ostia
@@ -23,16 +23,11 @@ READERS = {"ostia": read_ostia, "glorys": read_glorys, "en4": read_en4, "argo": 
 NAME_PATTERNS = (
     ("ostia", re.compile(r"^\d{14}-.*L4_GHRSST-SST|OSTIA", re.IGNORECASE)),
     ("en4", re.compile(r"^EN\.4\.|\.profiles\.g1[03]\.\d{6}\.nc$", re.IGNORECASE)),
-    ("argo", re.compile(r"_prof\.nc$|^[BS]?[RDA]?\d{5,7}_\d{3}D?\.nc$", re.IGNORECASE)),
+    ("argo", re.compile(r"_[BS]?prof\.nc$|^[BS]?[RDA]?\d{5,7}_\d{3}D?\.nc$", re.IGNORECASE)),
     ("glorys", re.compile(r"glorys|glo12|cmems_mod_glo_phy|_gl12_|thetao", re.IGNORECASE)),
 )
 #: Variables that identify a product when the name does not, checked in order.
-VARIABLE_SIGNATURES = (
-    ("ostia", ("analysed_sst",)),
-    ("glorys", ("thetao",)),
-    ("en4", ("DEPH_CORRECTED", "JULD")),
-    ("argo", ("PRES", "TEMP", "JULD")),
-)
+VARIABLE_SIGNATURES = PRODUCT_SIGNATURES
 
 
 def detect_product(path: PathArg) -> str:
@@ -46,12 +41,13 @@ def detect_product(path: PathArg) -> str:
         if pattern.search(name):
             return kind
     with open_netcdf(path) as ds:
-        names = set(ds.variables)
-    for kind, required in VARIABLE_SIGNATURES:
-        if names.issuperset(required):
-            return kind
+        names = sorted(ds.variables)
+    kind = product_from_variables(names)
+    if kind is not None:
+        return kind
+    shown = ", ".join(names[:5]) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
     raise InputError(path, "unknown_product", f"neither the name {name!r} nor the variables "
-                                              f"({', '.join(sorted(names)) or 'none'}) match OSTIA, GLORYS, EN4 or Argo")
+                                              f"({shown or 'none'}) match OSTIA, GLORYS, EN4 or Argo")
 
 
 def open_product(path: PathArg, kind: str | None = None, **opts):

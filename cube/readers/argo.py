@@ -41,7 +41,8 @@ from cube.errors import ConfigError, InputError
 from cube.profiles import ProfileTable
 from cube.readers.common import (PROFILE_FILL, PathArg, TIME_QC_EXTRA, as_bbox, build_profile_table,
                                  check_units, decode_chars, open_netcdf, optional_var, parse_accepted,
-                                 profile_positions, profile_times, qc_ok, read_chars, read_values, require_var)
+                                 profile_positions, profile_times, qc_ok, read_chars, read_values,
+                                 require_product, require_var)
 
 ADJUSTED_MODES = ("A", "D")
 DEFAULT_PROFILE_GRADES = ("A", "B", "C")
@@ -74,6 +75,7 @@ def read_argo(path: PathArg, accepted_qc=("1", "2"), bbox=None, *, temperature: 
         raise ConfigError(f"temperature: expected one of {list(TEMPERATURES)}, got {temperature!r}")
     box = as_bbox(bbox)
     with open_netcdf(path) as ds:
+        require_product(ds, path, "argo")
         time = profile_times(require_var(ds, "JULD", path), path)
         n = len(time)
         lat, lon, bad_position = profile_positions(require_var(ds, "LATITUDE", path),

@@ -24,7 +24,7 @@ from cube.errors import ConfigError, InputError
 from cube.profiles import ProfileTable
 from cube.readers.common import (PROFILE_FILL, PathArg, TIME_QC_EXTRA, as_bbox, build_profile_table,
                                  check_units, open_netcdf, optional_var, parse_accepted, profile_positions,
-                                 profile_times, qc_ok, read_chars, read_values, require_var)
+                                 profile_times, qc_ok, read_chars, read_values, require_product, require_var)
 
 #: temperature option -> (values, level QC candidates, profile QC candidates); the first present wins.
 TEMPERATURE_VARIABLES = {
@@ -53,6 +53,7 @@ def read_en4(path: PathArg, accepted_qc=("1", "2"), temperature: str = "potentia
     temp_name, level_qc_names, profile_qc_names = TEMPERATURE_VARIABLES[temperature]
     box = as_bbox(bbox)
     with open_netcdf(path) as ds:
+        require_product(ds, path, "en4")
         time = profile_times(require_var(ds, "JULD", path), path)
         lat, lon, bad_position = profile_positions(require_var(ds, "LATITUDE", path),
                                                    require_var(ds, "LONGITUDE", path))

@@ -20,7 +20,7 @@ from cube.errors import InputError
 from cube.readers.common import (HorizontalPlan, PathArg, as_bbox, attr_text, check_lat_lon_dims,
                                  check_unique_times, date_from_digits, decode_values, global_attrs,
                                  open_netcdf, optional_var, path_name, plan_horizontal, read_coord,
-                                 read_horizontal, require_var, time_from_var, unit_kind, var_attrs)
+                                 read_horizontal, require_product, require_var, time_from_var, unit_kind, var_attrs)
 
 DAILY_NAME = re.compile(r"_(\d{8})(?:_R\d{8})?\.nc$")
 MONTHLY_NAME = re.compile(r"_(\d{6})\.nc$")
@@ -99,6 +99,7 @@ def _top_level(var: netCDF4.Variable, plan: HorizontalPlan, level: int, has_time
 def _checked_header(ds: netCDF4.Dataset, path):
     """``thetao`` with its units, dims, depth axis and lat/lon checked: (var, time_dim, lat_dim,
     lon_dim, depth_order). Shared by :func:`read_glorys` and :func:`scan_glorys`."""
+    require_product(ds, path, "glorys")
     var = require_var(ds, "thetao", path)
     _check_units(path, var)
     time_dim, depth_dim, lat_dim, lon_dim = _layout(path, var)

@@ -18,7 +18,7 @@ from cube.errors import InputError
 from cube.readers.common import (Bbox, HorizontalPlan, PathArg, as_bbox, attr_text, check_lat_lon_dims,
                                  check_unique_times, date_from_digits, decode_values, fill_mask, open_netcdf,
                                  optional_var, path_name, plan_horizontal, read_coord, read_horizontal,
-                                 require_var, time_from_var, unit_kind, var_attrs)
+                                 require_product, require_var, time_from_var, unit_kind, var_attrs)
 
 #: ``YYYYMMDDhhmmss-`` at the start of a GHRSST file name.
 NAME_DATE = re.compile(r"^(\d{8})(\d{6})-")
@@ -62,6 +62,7 @@ def scan_ostia(path: PathArg) -> dict:
 def _checked_header(ds: netCDF4.Dataset, path, box):
     """``analysed_sst`` with units, layout, grid and times checked: (var, read plan for ``box``,
     times, has_time). Shared by :func:`read_ostia` and :func:`scan_ostia`."""
+    require_product(ds, path, "ostia")
     sst_var = require_var(ds, "analysed_sst", path)
     _check_sst_units(path, sst_var)
     lat_dim, lon_dim, has_time = _layout(path, sst_var)
