@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 #: The spatial (..., H, W) arrays of a sample (DESIGN.md 6); scalars, coords, date, info excluded.
-SPATIAL_KEYS = ("eo", "x", "y", "x_valid_mask", "y_valid_mask", "x_valid_mask_1d", "land_mask")
+SPATIAL_KEYS = ("eo", "eo_valid_mask", "x", "y", "x_valid_mask", "y_valid_mask", "x_valid_mask_1d", "land_mask")
 
 
 @dataclass(frozen=True)

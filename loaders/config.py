@@ -31,9 +31,18 @@ XConfig = CorruptionSpec
 @dataclass(frozen=True)
 class EOConfig(EODegradation):
     """Surface condition ``eo``: OSTIA window mean (zero over land) or GLORYS level 0 (``glorys_surface``,
-    the reference eo_4band), with the optional degradations of :class:`loaders.eo.EODegradation`."""
+    the reference eo_4band), with the optional degradations of :class:`loaders.eo.EODegradation`.
+
+    ``min_days``: an OSTIA pixel needs a value on at least this many days of the window to be
+    valid (``eo_valid_mask``); its eo is the mean over those days (see loaders.sample).
+    """
 
     source: Literal["ostia", "glorys_surface"] = "ostia"
+    min_days: int = 1
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(self.min_days >= 1, f"eo.min_days: must be >= 1, got {self.min_days}")
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,8 @@ class DatasetConfig:
         _check(self.min_profiles >= 0, f"min_profiles: must be >= 0, got {self.min_profiles}")
         _check(self.block_size >= 1, f"block_size: must be >= 1, got {self.block_size}")
         _check(self.seed >= 0, f"seed: must be >= 0 (it seeds numpy generators), got {self.seed}")
+        _check(self.eo.min_days <= self.window, f"eo.min_days: {self.eo.min_days} is more than the "
+                                                f"{self.window} days of a window")
 
     @property
     def window(self) -> int:

@@ -3,6 +3,15 @@
 Pure numpy, a function of (window data, config, rng): no file access, no torch. Arrays arrive in
 cube orientation (row 0 = south) and leave **north-up** (row 0 = north). Temperatures leave
 z-scored in kelvin; invalid values are 0 and validity is carried by the masks.
+
+Missing surface data (OSTIA days without a file, all-NaN days, cells NaN on some days): ``eo`` is,
+per pixel, the mean over the window days on which that pixel has an OSTIA value, and the sample
+carries ``eo_valid_mask`` (1, H, W) bool (a contract extension of DESIGN.md 6): True where the
+pixel is ocean and has a value on at least ``eo.min_days`` days (default 1). Elsewhere eo is 0
+and the mask False, so a window whose days all lack OSTIA has an all-False mask instead of a
+fake 0 field over ocean. ``info['eo_days']`` counts the window days whose surface field has any
+value in the tile. With ``glorys_surface`` the mask is where GLORYS level 0 is valid; an eo
+dropout (``eo.dropout_p``) blanks the field and its mask together.
 """
 
 from __future__ import annotations
@@ -78,13 +87,23 @@ def water_column(ocean: np.ndarray, bottom_level: np.ndarray, n_levels: int) -> 
 
 
 def surface_condition(win: WindowData, cfg: DatasetConfig, y_c: np.ndarray, rng) -> np.ndarray:
-    """eo (H, W) degC, NaN where invalid: OSTIA window mean (zero later over land) or GLORYS level 0."""
+    """eo (H, W) degC, NaN where invalid (``eo_valid_mask`` is where it is finite): the OSTIA window
+    mean over the days on which each pixel has a value, kept over ocean where there are at least
+    ``eo.min_days`` such days, or GLORYS level 0. Degradations (offset, speckle) apply after."""
     if cfg.eo.source == "glorys_surface":
         eo_c = y_c[0].copy()
     else:
+        days_with_value = np.isfinite(win.sst_k).sum(axis=0)
         eo_c, _ = window_mean(win.sst_k - CELSIUS_TO_KELVIN, np.ones(len(win.sst_k)))
-        eo_c = np.where(win.ocean, eo_c, np.nan)
+        eo_c = np.where(win.ocean & (days_with_value >= cfg.eo.min_days), eo_c, np.nan)
     return eo_ops.degrade_eo_celsius(eo_c, cfg.eo, rng)
+
+
+def surface_days(win: WindowData, cfg: DatasetConfig) -> int:
+    """Window days whose surface field has a value somewhere in the tile (``info['eo_days']``)."""
+    if cfg.eo.source == "glorys_surface":
+        return int(np.sum(win.glorys_days))
+    return int(np.isfinite(win.sst_k).any(axis=(1, 2)).sum())
 
 
 def sparse_input(win: WindowData, cfg: DatasetConfig, y_c: np.ndarray, y_valid: np.ndarray, rng):
@@ -122,20 +141,23 @@ def assemble(win: WindowData, cfg: DatasetConfig, rng: np.random.Generator, *, c
     """The sample dict of DESIGN.md section 6 (numpy; the stream turns it into tensors)."""
     y_c, y_valid = _dense_target(win)
     eo_c = surface_condition(win, cfg, np.where(y_valid[:1], y_c[:1], np.float32(np.nan)), rng)
+    eo_valid = np.isfinite(eo_c)
     x_c, x_valid = sparse_input(win, cfg, y_c, y_valid, rng)
     lo, hi = cfg.target_bands
     x_c, x_valid, y_c, y_valid = x_c[lo:hi], x_valid[lo:hi], y_c[lo:hi], y_valid[lo:hi]
 
     sample = {
-        "eo": _zscore(eo_c, np.isfinite(eo_c))[None],
+        "eo": _zscore(eo_c, eo_valid)[None],
+        "eo_valid_mask": eo_valid[None],
         "x": _zscore(x_c, x_valid),
         "y": _zscore(y_c, y_valid),
         "x_valid_mask": x_valid,
         "y_valid_mask": y_valid,
         "land_mask": win.ocean[None].astype(np.float32),
     }
-    if cfg.eo.dropout_p > 0:
-        sample["eo"] = eo_ops.dropout_normalised_eo(sample["eo"], cfg.eo, rng)
+    if cfg.eo.dropout_p > 0:  # one draw blanks the field and its mask together
+        both = eo_ops.dropout_normalised_eo(np.concatenate([sample["eo"], sample["eo_valid_mask"]]), cfg.eo, rng)
+        sample["eo"], sample["eo_valid_mask"] = both[:1], both[1:] > 0
     if not win.north_up:  # cube row 0 is the south edge
         sample = {k: np.ascontiguousarray(v[..., ::-1, :]) for k, v in sample.items()}
     if cfg.augment:
@@ -143,5 +165,5 @@ def assemble(win: WindowData, cfg: DatasetConfig, rng: np.random.Generator, *, c
     sample["x_valid_mask_1d"] = sample["x_valid_mask"].any(axis=0, keepdims=True)
     sample["date"] = np.int64(yyyymmdd(centre_day, cfg.feb29_to_feb28))
     sample["coords"] = np.asarray(coords, np.float32)
-    sample["info"] = info
+    sample["info"] = {**info, "eo_days": surface_days(win, cfg)}
     return sample
