@@ -43,7 +43,7 @@ from .config import DatasetConfig
 from .corruption import sample_rng
 from .reader import CubeReader
 from .sample import WindowData, assemble, nearest_snapshots, water_column
-from .windows import Window, Windows
+from .windows import Window, Windows, check_cube_serves
 
 log = logging.getLogger("depthcube.loaders")
 
@@ -65,6 +65,7 @@ class CubeStream(IterableDataset):
         if n_days < self.config.window:
             raise ConfigError(f"window_days: a window of {self.config.window} days is longer than the "
                               f"{n_days} days of the cube {self.reader.url}")
+        check_cube_serves(self.reader, self.config)
         self.windows = Windows(self.reader, self.config, split)
         self._rank, self._world = rank, world_size
         self._statics: dict = {}

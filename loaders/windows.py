@@ -31,6 +31,26 @@ from .config import DatasetConfig
 from .reader import CubeReader
 
 
+class CubeContentError(ValueError):
+    """The cube lacks data that the requested samples need (raised when a stream is built)."""
+
+
+def check_cube_serves(reader: CubeReader, cfg: DatasetConfig) -> None:
+    """CubeContentError in one line when the cube lacks a group the samples of ``cfg`` need.
+
+    Every mode needs at least one GLORYS snapshot: ``y`` (the dense target) is the window mean
+    of the nearest snapshot per day, and ``glorys_surface`` eo / corruption-based ``x`` derive
+    from it. A cube built without GLORYS input has a ``glorys`` group with no time step.
+    """
+    if len(reader.glorys_times) == 0:
+        needs = ["y"] + (["eo"] if cfg.eo.source == "glorys_surface" else []) + (
+            ["x"] if cfg.x.source not in ("argo", "none") else [])
+        raise CubeContentError(
+            f"{reader.url}: the cube has no GLORYS snapshot (glorys/thetao has 0 time steps), which the "
+            f"samples with x.source={cfg.x.source!r}, eo.source={cfg.eo.source!r} need for {', '.join(needs)}: "
+            f"rebuild it with GLORYS files under inputs.glorys")
+
+
 @dataclass(frozen=True)
 class Window:
     row: int              # index into Windows.rows

@@ -118,3 +118,19 @@ def test_window_with_no_ostia_day_is_masked_not_a_zero_field(gap_cube):
     ok_day = stream.sample(_windows_centred(stream, "2010-01-29")[0])
     assert ok_day["eo_valid_mask"].any() and ok_day["info"]["eo_days"] == 1
 
+
+def test_cube_without_glorys_is_refused_when_the_stream_is_built(tiny_demo, tmp_path):
+    """Before: it built, then every sample failed with 'IndexError: index -1'."""
+    from loaders import load_dataset_config
+    from loaders.windows import CubeContentError
+
+    cfg = tiny_cube_config(tiny_demo, tmp_path / "cube.zarr",
+                           inputs={"ostia": [f"{tiny_demo}/ostia/*.nc"], "en4": [f"{tiny_demo}/en4/*.nc"]})
+    build(cfg, progress=False)
+    dataset = load_dataset_config(REPO / "configs" / "dataset.yaml", preset="eo_4band_tracks")
+    with pytest.raises(CubeContentError) as info:
+        CubeStream(cfg.output, dataset, split="all")
+    message = str(info.value)
+    assert message.startswith(f"{cfg.output}: the cube has no GLORYS snapshot (glorys/thetao has 0 time steps)")
+    assert "x.source='tracks', eo.source='glorys_surface' need for y, eo, x" in message
+    assert "inputs.glorys" in message and "\n" not in message
