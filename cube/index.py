@@ -18,6 +18,7 @@ from . import store
 from .config import CubeConfig, to_dict
 from .patches import PatchSpec, SplitSpec
 from .grid import CubeGrid
+from .layout import array_compressors
 
 PATCH_ATTRS = {
     "row0": {"long_name": "first cube row of the tile (row 0 = south)"},
@@ -70,7 +71,9 @@ def write_patch_index(url: str, patches: pd.DataFrame, grid: CubeGrid, cfg: Cube
     ds.attrs = {"tile_size": cfg.patches.tile_size, "patch_config": to_dict(cfg.patches),
                 "split_config": to_dict(cfg.split)}
     ds.time.encoding = {"dtype": "int64"}
-    ds.to_zarr(str(url), group="patches", mode="w", zarr_format=3, consolidated=False)
+    compressors = array_compressors(cfg.compression)  # checksummed like every cube array
+    encoding = {name: {"compressors": compressors} for name in ds.variables}
+    ds.to_zarr(str(url), group="patches", mode="w", zarr_format=3, consolidated=False, encoding=encoding)
     return ds
 
 

@@ -6,7 +6,8 @@ Chunking (guidance, decided by measurement, see README "Cube layout"):
 - spatial chunks = ``tile_size`` cells (a training window reads exactly one chunk per day block),
 - all 50 depths in one chunk,
 - ``days`` days per chunk for the daily groups, ``glorys_times`` snapshots per chunk for GLORYS.
-Codec: Blosc(zstd, clevel 3, byte shuffle) for every array.
+Codecs: Blosc(zstd, clevel 3, byte shuffle), then a crc32c checksum of the compressed chunk, for
+every array (:func:`array_compressors`): a damaged chunk is a decode error, never plausible values.
 """
 
 from __future__ import annotations
@@ -85,11 +86,16 @@ def spec(path: str) -> VariableSpec:
     raise KeyError(path)
 
 
-def blosc_codec(cfg: CompressionConfig) -> dict:
-    """zarr v3 codec pipeline entry for ``compressors=`` (declared once, used for every array)."""
-    from zarr.codecs import BloscCodec
+def array_compressors(cfg: CompressionConfig) -> tuple:
+    """zarr v3 ``compressors=`` of every array: Blosc, then zarr's ``crc32c`` checksum codec.
 
-    return BloscCodec(cname=cfg.cname, clevel=cfg.clevel, shuffle=cfg.shuffle)
+    The checksum covers the compressed bytes, so a flipped byte anywhere in a stored chunk makes
+    zarr (and the loaders' direct decode) raise instead of returning garbage. Cubes written before
+    the checksum (Blosc only) still open; the loaders warn that they cannot detect damage there.
+    """
+    from zarr.codecs import BloscCodec, Crc32cCodec
+
+    return (BloscCodec(cname=cfg.cname, clevel=cfg.clevel, shuffle=cfg.shuffle), Crc32cCodec())
 
 
 def coordinate_attrs(name: str) -> dict:

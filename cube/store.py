@@ -37,7 +37,7 @@ import numpy as np
 import zarr
 
 from .config import ChunkConfig, CompressionConfig
-from .layout import VARIABLES, VariableSpec, blosc_codec, coordinate_attrs
+from .layout import VARIABLES, VariableSpec, array_compressors, coordinate_attrs
 
 TIME_UNITS_DAYS = "days since 1950-01-01"
 TIME_UNITS_HOURS = "hours since 1950-01-01"
@@ -81,7 +81,7 @@ def create_cube(url: str, *, days: np.ndarray, glorys_times: np.ndarray, lat: np
         "lon": np.asarray(lon, np.float64), "depth": np.asarray(depth, np.float32),
     }
     group_time = {"ostia": coords["time"], "profiles": coords["time"], "glorys": hours_to_int(glorys_times)}
-    codec = blosc_codec(compression)
+    codec = array_compressors(compression)
     for gname in ("ostia", "glorys", "profiles", "static"):
         g = root.create_group(gname)
         gcoords = dict(coords, time=group_time.get(gname))

@@ -7,23 +7,57 @@ decoded once per visit and serves every sample that overlaps it.
 
 A ``CubeReader`` is picklable: it holds only the URL; each process (DataLoader worker, DDP rank)
 opens the store lazily on first use, so no zarr/fsspec handle crosses a fork or spawn.
+
+Damage. Every cube array carries zarr's ``crc32c`` checksum (``cube.layout.array_compressors``);
+the direct decode verifies it before decompressing, and any chunk that fails to decode, through
+either path, raises :class:`ChunkError` naming the variable and the chunk key
+(``ostia/analysed_sst: chunk c/0/1/2 ...``). Cubes built before the checksum still read, with a
+one-time warning per array that damage there cannot be detected (rebuild to add it).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import OrderedDict
 from functools import cached_property
 
 import fsspec
+import google_crc32c
 import numpy as np
 import pandas as pd
 import zarr
 from numcodecs import Blosc
-from zarr.codecs import BloscCodec, BytesCodec
+from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
 
 EPOCH = np.datetime64("1950-01-01", "D")
 _BLOSC = Blosc()  # decodes any Blosc frame (the frame header carries its own settings)
+log = logging.getLogger("depthcube.loaders")
+
+
+class ChunkError(ValueError):
+    """One stored chunk of a cube array cannot be decoded (checksum mismatch, corrupt frame);
+    the message names the array path and the chunk key."""
+
+
+def has_checksum(arr: zarr.Array) -> bool:
+    """Whether the array's chunks (inside shards too) carry a crc32c checksum."""
+    codecs = tuple(getattr(arr.metadata, "codecs", ()))
+    inner = tuple(c for codec in codecs if isinstance(codec, ShardingCodec) for c in codec.codecs)
+    return any(isinstance(c, Crc32cCodec) for c in codecs + inner)
+
+
+def verified_payload(data: bytes, what: str) -> np.ndarray:
+    """The bytes before a zarr ``crc32c`` trailer (a uint8 view), after checking it (ChunkError naming ``what``)."""
+    view = np.frombuffer(data, np.uint8)
+    if view.size < 4:
+        raise ChunkError(f"{what}: {view.size} bytes, too short to hold its crc32c checksum")
+    stored = int.from_bytes(view[-4:].tobytes(), "little")
+    computed = google_crc32c.value(view[:-4])
+    if stored != computed:
+        raise ChunkError(f"{what}: damaged: its crc32c checksum does not match "
+                         f"(stored {stored:#010x}, computed {computed:#010x}); rebuild the cube or restore the chunk")
+    return view[:-4]
 
 
 class CubeReader:
@@ -117,10 +151,14 @@ class CubeReader:
                                               north_up) for r in runs], axis=-1)
 
     def array(self, path: str) -> zarr.Array:
-        """The zarr array at ``path`` (looked up once per process)."""
+        """The zarr array at ``path`` (looked up once per process; warns once if it has no checksum)."""
         root = self.root
         if path not in self._arrays:
-            self._arrays[path] = root[path]
+            arr = self._arrays[path] = root[path]
+            if not has_checksum(arr):
+                log.warning("%s: %s has no crc32c checksum (a cube built before checksums): a damaged chunk "
+                            "cannot be detected; rebuild the cube (depthcube build --rebuild) to add them",
+                            self.url, path)
         return self._arrays[path]
 
     def profile_sums(self, time: slice, rows: slice, cols: np.ndarray | slice,
@@ -171,17 +209,20 @@ class CubeReader:
         50-level profile chunks that copy costs about three times the decompression.
         Returns None for any other layout (the caller then reads through zarr)."""
         md = arr.metadata
-        codecs = getattr(md, "codecs", ())
-        if (arr.shards is not None or len(codecs) != 2 or not isinstance(codecs[0], BytesCodec)
+        codecs = tuple(getattr(md, "codecs", ()))
+        checksummed = len(codecs) == 3 and isinstance(codecs[2], Crc32cCodec)
+        if (arr.shards is not None or len(codecs) != 2 + checksummed or not isinstance(codecs[0], BytesCodec)
                 or not isinstance(codecs[1], BloscCodec) or getattr(md.chunk_key_encoding, "separator", None) != "/"):
             return None
         fs, base = self._fs
-        key = f"{base.rstrip('/')}/{path}/c/" + "/".join(str(i) for i in cidx)
+        chunk_key = chunk_name(cidx)
         shape = tuple(min(c, n - o) for c, n, o in zip(arr.chunks, arr.shape, origin))
         try:
-            data = fs.cat_file(key)
+            data = fs.cat_file(f"{base.rstrip('/')}/{path}/{chunk_key}")
         except FileNotFoundError:  # never written (all fill): zarr's write_empty_chunks=False
             return np.full(shape, arr.fill_value, dtype=arr.dtype)
+        if checksummed:
+            data = verified_payload(data, f"{path}: chunk {chunk_key}")
         dtype = np.dtype(arr.dtype).newbyteorder("<") if codecs[0].endian is not None else np.dtype(arr.dtype)
         full = np.frombuffer(_BLOSC.decode(data), dtype=dtype).reshape(arr.chunks)
         return full[tuple(slice(0, s) for s in shape)]
@@ -216,9 +257,14 @@ class CubeReader:
             self._cache.move_to_end(key)
             return hit
         origin = tuple(i * c for i, c in zip(cidx, arr.chunks))
-        block = self._decode_direct(path, arr, cidx, origin)
-        if block is None:
-            block = arr[tuple(slice(o, min(o + c, n)) for o, c, n in zip(origin, arr.chunks, arr.shape))]
+        try:
+            block = self._decode_direct(path, arr, cidx, origin)
+            if block is None:
+                block = arr[tuple(slice(o, min(o + c, n)) for o, c, n in zip(origin, arr.chunks, arr.shape))]
+        except ChunkError:
+            raise
+        except (ValueError, RuntimeError) as e:  # zarr's checksum error, a corrupt Blosc frame, ...
+            raise ChunkError(f"{path}: chunk {chunk_label(arr, cidx)} cannot be decoded: {type(e).__name__}: {e}") from e
         self.chunks_decoded += 1
         self._cache[key] = (block, origin)
         self._cached += block.nbytes
@@ -226,3 +272,16 @@ class CubeReader:
             _, (old, _) = self._cache.popitem(last=False)
             self._cached -= old.nbytes
         return block, origin
+
+
+def chunk_name(cidx: tuple) -> str:
+    """The zarr v3 key of a chunk relative to its array ('/' separator): ``c/0/1/2``."""
+    return "c/" + "/".join(str(int(i)) for i in cidx)
+
+
+def chunk_label(arr: zarr.Array, cidx: tuple) -> str:
+    """The stored object holding chunk ``cidx``: its key, or the shard's key and the chunk within it."""
+    if arr.shards is None:
+        return chunk_name(cidx)
+    shard = tuple(int(i) * c // s for i, c, s in zip(cidx, arr.chunks, arr.shards))
+    return f"{chunk_name(shard)} (inner chunk {tuple(int(i) for i in cidx)})"
