@@ -24,8 +24,11 @@ def real_data_missing() -> str | None:
 
 @pytest.fixture(scope="session")
 def real_data() -> Path:
-    """The folder of real product samples; skips the test, saying where it looked, when absent."""
+    """The folder of real product samples; skips the test, saying where it looked, when absent
+    (fails instead when ``DEPTHCUBE_REQUIRE_REAL_DATA=1``, as CI sets it, so CI never skips them)."""
     reason = real_data_missing()
+    if reason and os.environ.get("DEPTHCUBE_REQUIRE_REAL_DATA") == "1":
+        pytest.fail(f"{reason}; DEPTHCUBE_REQUIRE_REAL_DATA=1 requires them")
     if reason:
         pytest.skip(reason)
     return REAL_DATA
