@@ -295,12 +295,12 @@ def check_sample(s: dict, cfg: DatasetConfig, h: int, w: int):
     lo, hi = cfg.target_bands
     c = hi - lo
     shapes = {"eo": (1, h, w), "x": (c, h, w), "y": (c, h, w), "x_valid_mask": (c, h, w), "y_valid_mask": (c, h, w),
-              "x_valid_mask_1d": (1, h, w), "land_mask": (1, h, w)}
+              "x_valid_mask_1d": (1, h, w), "land_mask": (1, h, w), "eo_valid_mask": (1, h, w)}
     for key, shape in shapes.items():
         assert tuple(s[key].shape) == shape, key
     for key in ("eo", "x", "y", "land_mask"):
         assert s[key].dtype == np.float32 and np.isfinite(s[key]).all(), key
-    for key in ("x_valid_mask", "y_valid_mask", "x_valid_mask_1d"):
+    for key in ("x_valid_mask", "y_valid_mask", "x_valid_mask_1d", "eo_valid_mask"):
         assert s[key].dtype == bool, key
     assert np.all(s["x"][~s["x_valid_mask"]] == 0) and np.all(s["y"][~s["y_valid_mask"]] == 0)
     assert np.array_equal(s["x_valid_mask_1d"], s["x_valid_mask"].any(axis=0, keepdims=True))
@@ -308,6 +308,7 @@ def check_sample(s: dict, cfg: DatasetConfig, h: int, w: int):
     assert set(np.unique(s["land_mask"])) <= {0.0, 1.0}
     assert not (s["y_valid_mask"] & ~ocean).any(), "y valid only over ocean"
     assert np.all(s["eo"][0][~ocean] == 0), "eo is 0 over land"
+    assert np.all(s["eo"][~s["eo_valid_mask"]] == 0) and not (s["eo_valid_mask"][0] & ~ocean).any()
     if cfg.x.source != "argo":
         assert not (s["x_valid_mask"] & ~s["y_valid_mask"]).any(), "a corruption of y observes only valid y"
         assert np.array_equal(s["x"][s["x_valid_mask"]], s["y"][s["x_valid_mask"]])
