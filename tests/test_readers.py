@@ -733,3 +733,12 @@ def test_build_lists_an_argo_file_under_en4_as_one_line(tmp_path):
     report = build(config(tmp_path), progress=False)
     assert [(r["reason"], r["detail"]) for r in report.rejects] == [
         ("missing_variable", "variable 'DEPH_CORRECTED' not found; looks like an Argo file: list it under inputs.argo")]
+
+
+def test_messages_show_a_bbox_as_short_text_not_a_repr(tmp_path):
+    lat, lon = np.arange(-4.5, 5), np.arange(0.5, 360, 5.0)
+    path = write_ostia(tmp_path / ostia_name(), sst_field(lat, lon), lat, lon)
+    with pytest.raises(InputError) as info:
+        read_ostia(path, bbox=(60.0, 70.0, 10.0, 20.0))
+    assert "bbox lat 60..70, lon 10..20 does not overlap the grid" in info.value.detail
+    assert "Bbox(" not in str(info.value)

@@ -537,7 +537,8 @@ def time_from_var(var: netCDF4.Variable, path) -> np.ndarray:
     attrs = var_attrs(var)
     values = decode_values(var[...], attrs, dtype=np.float64, abs_max=np.inf)  # seconds since 1981 exceed 1e6
     if values.size == 0 or np.isnan(values).any():
-        raise InputError(path, "bad_time", f"{var.name} holds missing values: {var[...]!r}")
+        raise InputError(path, "bad_time", f"{var.name} holds missing values ({values.size} values, "
+                                           f"{int(np.isnan(values).sum())} missing)" if values.size else f"{var.name} is empty")
     times = decode_time(values, attrs.get("units"), path, calendar=attrs.get("calendar"), name=var.name).ravel()
     if np.isnat(times).any():
         raise InputError(path, "bad_time", f"{var.name} values {values.ravel()[np.isnat(times)][:3]} "
@@ -586,6 +587,10 @@ class Bbox:
             raise ConfigError(f"bbox: need lat_min < lat_max, got lat {self.lat_min}..{self.lat_max}")
         if self.lon_max - self.lon_min > 360 or self.lon_min == self.lon_max:
             raise ConfigError(f"bbox: longitude span {self.lon_min}..{self.lon_max} must be in (0, 360]")
+
+    def __str__(self) -> str:
+        """Short form for messages: 'lat 40..41.6, lon -20..-18.4' (the repr stays the dataclass one)."""
+        return f"lat {self.lat_min:g}..{self.lat_max:g}, lon {self.lon_min:g}..{self.lon_max:g}"
 
     @property
     def lon_width(self) -> float:
