@@ -92,6 +92,9 @@ def test_build_counts_one_cast_once_per_level(tmp_path):
     assert report.rejects == []
     assert report.profiles_used == 1
     assert report.profiles_rejected.get("non_primary_sampling") == 2
+    from cube.open import describe, open_cube
+
+    assert "profiles     1 used; rejected: non_primary_sampling 2" in describe(open_cube(cfg.output))  # depthcube info
     root = zarr.open_group(str(tmp_path / "cube.zarr"), mode="r")
     count, total = root["profiles/count"][:], root["profiles/sum"][:]
     # By hand: 5 dbar is 4.96 m and 1000 dbar 991 m at 40.55 N; observations every ~5 m are always within
