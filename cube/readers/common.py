@@ -285,8 +285,9 @@ def require_product(ds: netCDF4.Dataset, path, kind: str) -> None:
         return
     if _is_bgc_b_file(ds, path):
         core = _core_argo_name(path_name(path))
+        core_file = f"the core Argo file {core}" if core else "the core Argo file"
         raise InputError(path, "missing_variable", f"a BGC-Argo B-file (no {missing[0]}): temperature is in "
-                                                   f"the core Argo file{f' {core}' if core else ''}; list that under inputs.argo")
+                                                   f"{core_file}; list that under inputs.argo")
     other = product_from_variables(ds.variables)
     if other is not None and other != kind:
         raise InputError(path, "missing_variable", f"variable {missing[0]!r} not found; looks like "
@@ -537,8 +538,9 @@ def time_from_var(var: netCDF4.Variable, path) -> np.ndarray:
     attrs = var_attrs(var)
     values = decode_values(var[...], attrs, dtype=np.float64, abs_max=np.inf)  # seconds since 1981 exceed 1e6
     if values.size == 0 or np.isnan(values).any():
-        raise InputError(path, "bad_time", f"{var.name} holds missing values ({values.size} values, "
-                                           f"{int(np.isnan(values).sum())} missing)" if values.size else f"{var.name} is empty")
+        detail = (f"{var.name} holds missing values ({int(np.isnan(values).sum())} of {values.size})"
+                  if values.size else f"{var.name} is empty")
+        raise InputError(path, "bad_time", detail)
     times = decode_time(values, attrs.get("units"), path, calendar=attrs.get("calendar"), name=var.name).ravel()
     if np.isnat(times).any():
         raise InputError(path, "bad_time", f"{var.name} values {values.ravel()[np.isnat(times)][:3]} "
