@@ -3,7 +3,8 @@
 On a terminal (stdout and stderr both TTYs) :class:`Progress` draws a tqdm bar on stderr and,
 while it is drawn, routes log records through ``tqdm.write`` so no log line is printed into the
 middle of the bar. Anywhere else (a log file, CI, ``| tee``, pytest's capture) it stays quiet while
-the phase runs and prints one line when it ends: ``build: read+regrid: 7/7 tasks in 4.2 s``.
+the phase runs and prints one line when it ends: ``build: read+regrid: 7/7 tasks in 4.2 s`` (none
+when it ends with an error: the error is the line to read).
 """
 
 from __future__ import annotations
@@ -50,12 +51,14 @@ class Progress:
         if self._bar is not None:
             self._bar.update(n)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """End the phase: close the bar, or print the phase's line (not when it ``failed``: the
+        error that stopped it is the line to read)."""
         if self._bar is not None:
             self._bar.close()
             self._redirect.close()
             self._bar = None
-        elif self.enabled and self.desc:
+        elif self.enabled and self.desc and not failed:
             print(f"{self.desc}: {self.done}/{self.total} {self.unit}s in {time.perf_counter() - self._t0:.1f} s",
                   file=sys.stderr, flush=True)
             self.enabled = False  # closing twice prints once
@@ -63,5 +66,5 @@ class Progress:
     def __enter__(self) -> "Progress":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(failed=exc_type is not None)
