@@ -231,6 +231,7 @@ def fake_copernicus(monkeypatch):
     ``fake.after_write(path)`` alters a written file."""
     fake = types.ModuleType("copernicusmarine")
     fake.calls, fake.fail_on, fake.failure, fake.after_write = [], None, None, None
+    fake.credentials_valid, fake.logins = True, []
     fake.CredentialsCannotBeNone = FakeCredentialsCannotBeNone
     fake.InvalidUsernameOrPassword = FakeInvalidUsernameOrPassword
 
@@ -245,7 +246,11 @@ def fake_copernicus(monkeypatch):
             fake.after_write(out)
         return types.SimpleNamespace(file_path=out)
 
-    fake.subset = subset
+    def login(**kw):
+        fake.logins.append(kw)
+        return fake.credentials_valid
+
+    fake.subset, fake.login = subset, login
     monkeypatch.setitem(sys.modules, "copernicusmarine", fake)
     return fake
 
@@ -311,8 +316,9 @@ def test_an_interrupted_download_resumes_without_refetching(tmp_path, fake_coper
     report = download(req, progress=False)
     assert report.fetched == {"ostia": 3} and report.skipped == {"ostia": 2}
     assert [c["start_datetime"][:10] for c in fake_copernicus.calls] == ["2010-01-03", "2010-01-04", "2010-01-05"]
-    fake_copernicus.calls = []
+    fake_copernicus.calls, fake_copernicus.logins = [], []
     assert download(req, progress=False).fetched == {"ostia": 0} and fake_copernicus.calls == []
+    assert fake_copernicus.logins == []  # nothing to fetch: no credentials needed
 
 
 def test_a_file_the_reader_rejects_is_not_kept(tmp_path, fake_copernicus):
@@ -326,10 +332,13 @@ def test_a_file_the_reader_rejects_is_not_kept(tmp_path, fake_copernicus):
     assert not list((tmp_path / "real" / "ostia").rglob("*.nc"))
 
 
-@pytest.mark.parametrize("failure", [FakeCredentialsCannotBeNone("no credentials"),
-                                     FakeInvalidUsernameOrPassword("bad password")])
-def test_missing_credentials_are_one_line_and_exit_2(tmp_path, fake_copernicus, capsys, failure):
-    fake_copernicus.fail_on, fake_copernicus.failure = "*", failure
+@pytest.mark.parametrize("how", ["checked before", FakeCredentialsCannotBeNone("no credentials"),
+                                 FakeInvalidUsernameOrPassword("bad password")])
+def test_missing_credentials_are_one_line_and_exit_2(tmp_path, fake_copernicus, capsys, how):
+    if how == "checked before":  # what login(check_credentials_valid=True) says without credentials
+        fake_copernicus.credentials_valid = False
+    else:  # the toolbox refusing a request all the same
+        fake_copernicus.fail_on, fake_copernicus.failure = "*", how
     rc = main(["download", str(tmp_path / "real"), "--region", "40,53,-30,-17", "--start", "2010-01-01",
                "--end", "2010-01-02", "--products", "ostia", "-q"])
     err = capsys.readouterr().err
@@ -337,6 +346,8 @@ def test_missing_credentials_are_one_line_and_exit_2(tmp_path, fake_copernicus, 
     assert err.startswith("depthcube download: error: no valid Copernicus Marine credentials: run "
                           "`copernicusmarine login`")
     assert not list((tmp_path / "real").rglob("*.nc"))
+    assert fake_copernicus.logins == [{"check_credentials_valid": True}]
+    assert fake_copernicus.calls == ([] if how == "checked before" else fake_copernicus.calls[:1])
 
 
 def test_missing_package_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
@@ -518,3 +529,27 @@ def test_download_writes_a_cube_config_for_what_it_fetched(tmp_path, tiny_demo, 
     assert main(["download", str(out), "--region", "40,53,-30,-17", "--start", "2010-01-27", "--end", "2010-02-05",
                  "--en4-url", base, "--argo-gdac", base, "-q"]) == 0
     assert (out / "cube.yaml").read_text() == "# mine\n"  # never replaced
+
+
+def test_downloaded_files_build_a_cube(tmp_path, fake_copernicus):
+    """The files and the cube.yaml a download leaves are what ``depthcube build`` reads: no reject,
+    and the cube holds the served fields (area means of a field linear in latitude are exact)."""
+    import xarray as xr
+
+    from cube.build import build
+    from cube.config import load_cube_config
+
+    req = _request(tmp_path, products=["ostia", "glorys"], end="2010-01-16")
+    download(req, progress=False)
+    cfg = load_cube_config(tmp_path / "real" / "cube.yaml")
+    report = build(cfg, progress=False)
+    assert report.status == "built" and report.rejects == []
+    tree = xr.open_datatree(cfg.output, engine="zarr")
+    sst = tree["ostia/analysed_sst"]
+    assert sst.shape == (16, 130, 130)  # 13 deg at 0.1 deg, 16 days
+    row = sst.isel(time=5).sel(lat=45.05, method="nearest")
+    np.testing.assert_allclose(row.values - 273.15, 20.0 - 0.5 * (45.05 - 40.0), atol=0.01)
+    thetao = tree["glorys/thetao"]
+    assert [str(t)[:10] for t in thetao["time"].values] == ["2010-01-01", "2010-01-08", "2010-01-15"]
+    np.testing.assert_allclose(thetao.isel(time=1, lat=60, lon=60).values,
+                               2.0 + 16.0 * np.exp(-GLORYS_DEPTHS / 800.0), atol=0.002)

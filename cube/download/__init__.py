@@ -26,8 +26,7 @@ import yaml
 from cube.progress import Progress
 
 from .argo import plan_argo
-from .copernicus import client as copernicus_client
-from .copernicus import plan_glorys, plan_ostia
+from .copernicus import plan_glorys, plan_ostia, preflight
 from .en4 import plan_en4
 from .files import DownloadError
 from .plan import Fetch, ProductPlan, describe, human_bytes
@@ -73,8 +72,8 @@ def dry_run(req: DownloadRequest) -> list[str]:
 def download(req: DownloadRequest, *, progress: bool = True) -> DownloadReport:
     """Fetch every incomplete file of ``req``; DownloadError (one line) at the first failure."""
     report = DownloadReport()
-    if {"ostia", "glorys"} & set(req.products):
-        copernicus_client()  # a missing package is said before anything is fetched
+    if any(p in req.products and plan(req, p).todo for p in ("ostia", "glorys")):
+        preflight()  # a missing package or credential is said before anything is fetched
     for product in req.products:
         first = plan(req, product)
         report.skipped[product] = len(first.fetches) - len(first.todo)

@@ -11,7 +11,8 @@ holds one time step under the name the readers expect and the cube build dates i
   ``glorys/<dataset>_thetao_YYYYMMDD.nc`` (``_YYYYMM.nc`` for monthly means).
 
 The user's own credentials are used (``copernicusmarine login`` once, or the
-``COPERNICUSMARINE_SERVICE_USERNAME`` / ``_PASSWORD`` variables); depthcube never reads them.
+``COPERNICUSMARINE_SERVICE_USERNAME`` / ``_PASSWORD`` variables); depthcube never reads them, it
+asks the toolbox to check them (:func:`preflight`) before the first request.
 Each file is checked by the product's reader (``scan_ostia`` / ``scan_glorys``) before it is
 moved into place.
 
@@ -105,6 +106,20 @@ def client():
     except ImportError:
         raise DownloadError(PACKAGE_HELP) from None
     return copernicusmarine
+
+
+def preflight():
+    """The toolbox, with credentials it accepts (checked once per run with
+    ``copernicusmarine.login(check_credentials_valid=True)``, which only checks): DownloadError
+    saying what to do otherwise, before anything is fetched and before the toolbox could prompt."""
+    cm = client()
+    try:
+        valid = cm.login(check_credentials_valid=True)
+    except Exception as e:  # no network, service down
+        raise DownloadError(f"could not check the Copernicus Marine credentials ({type(e).__name__}: {e})") from None
+    if not valid:
+        raise DownloadError(CREDENTIALS_HELP)
+    return cm
 
 
 def _subset(product: str, req: DownloadRequest, dataset: str, variables: list[str], t0, t1, target) -> None:
