@@ -1,4 +1,4 @@
-"""``depthcube`` command line: demo, build, index, info (and train/bench/export/plot from later layers).
+"""``depthcube`` command line: demo, build, index, info, download (and train/bench/export/plot from later layers).
 
 Each subcommand's handler imports its layer lazily, so ``depthcube demo`` or ``build`` never
 imports torch. User errors (bad options, bad config, bad inputs in --strict mode) print one line
