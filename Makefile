@@ -23,9 +23,9 @@ setup: $(VENV)/.installed
 demo: setup
 	$(BIN)/depthcube demo $(DEMO) --preset small
 
+# build prints the cube's summary itself (depthcube info CUBE prints it again later).
 cube: demo
 	$(BIN)/depthcube build configs/cube.yaml
-	$(BIN)/depthcube info $(CUBE)
 
 test: setup
 	$(BIN)/pytest -q -m "not slow" --timeout=600

@@ -511,12 +511,13 @@ def build(cfg: CubeConfig, *, strict: bool | None = None, progress: bool | None 
     tasks = _tasks(target, cfg, plan)
     report.tasks_skipped = sum(1 for k in tasks if journal.done(k))
     todo = {k: v for k, v in tasks.items() if not journal.done(k)}
-    _run_phase(todo, journal, report, cfg, progress, scheduler, local_cluster, strict, phase="a")
-    # Phase b (rasterising profiles) needs the day ranges recorded by phase a.
-    tasks_b = _tasks_b(target, plan, journal, cfg, fresh=not append)
-    todo_b = {k: v for k, v in tasks_b.items() if not journal.done(k)}
-    report.tasks_skipped += len(tasks_b) - len(todo_b)
-    _run_phase(todo_b, journal, report, cfg, progress, scheduler, local_cluster, strict, phase="b")
+    with _task_runner(cfg, progress, scheduler, local_cluster) as runner:  # one cluster for both phases
+        _run_phase(runner, todo, journal, report, strict, phase="a")
+        # Phase b (rasterising profiles) needs the day ranges recorded by phase a.
+        tasks_b = _tasks_b(target, plan, journal, cfg, fresh=not append)
+        todo_b = {k: v for k, v in tasks_b.items() if not journal.done(k)}
+        report.tasks_skipped += len(tasks_b) - len(todo_b)
+        _run_phase(runner, todo_b, journal, report, strict, phase="b")
 
     keys = sorted(set(tasks) | set(tasks_b))
     _collect(journal, report, keys)
@@ -608,12 +609,16 @@ def _chunk_key(kind: str, t0: int, t1: int, files) -> str:
     return f"{kind}:{t0}:{t1}:{digest}"
 
 
-def _run_phase(todo: dict, journal: store.Journal, report: BuildReport, cfg: CubeConfig, progress: bool,
-               scheduler: str | None, local_cluster: int | None, strict: bool, phase: str):
-    if not todo:
-        return
-    from .compute import run_tasks
+def _task_runner(cfg: CubeConfig, progress: bool, scheduler: str | None, local_cluster: int | None):
+    """The runner of every phase of one build: a cluster (``--local-cluster``/``--scheduler``, else the
+    config's) is connected once, its dashboard link printed, and closed when the build's phases end."""
+    from .compute import TaskRunner
 
+    return TaskRunner(scheduler=scheduler or cfg.compute.scheduler, local_cluster=local_cluster or cfg.compute.local_cluster,
+                      threads=cfg.compute.threads, progress=progress)
+
+
+def _run_phase(runner, todo: dict, journal: store.Journal, report: BuildReport, strict: bool, phase: str):
     def on_result(key: str, result: dict):
         if strict and result.get("rejects"):
             r = result["rejects"][0]
@@ -621,10 +626,7 @@ def _run_phase(todo: dict, journal: store.Journal, report: BuildReport, cfg: Cub
         journal.record({"task": key, **result})
         report.tasks_run += 1
 
-    desc = "build: read+regrid" if phase == "a" else "build: rasterise profiles"
-    run_tasks(todo, on_result, scheduler=scheduler or cfg.compute.scheduler,
-              local_cluster=local_cluster or cfg.compute.local_cluster, threads=cfg.compute.threads,
-              progress=progress, desc=desc)
+    runner.run(todo, on_result, desc="build: read+regrid" if phase == "a" else "build: rasterise profiles")
 
 
 def _collect(journal: store.Journal, report: BuildReport, keys: list[str]):

@@ -1,4 +1,4 @@
-"""``depthcube`` command line: demo, build, index, info (and train/bench/export/plot from later layers).
+"""``depthcube`` command line: demo, build, index, info, download (and train/bench/export/plot from later layers).
 
 Each subcommand's handler imports its layer lazily, so ``depthcube demo`` or ``build`` never
 imports torch. User errors (bad options, bad config, bad inputs in --strict mode) print one line
@@ -88,6 +88,38 @@ def _index(args) -> int:
     return 0
 
 
+def _download(args) -> int:
+    from .download import download, dry_run, load_request
+
+    options = {"output": args.outdir, "region": args.region, "start": args.start, "end": args.end,
+               "products": [p for p in args.products.split(",") if p], "ostia": args.ostia, "glorys": args.glorys,
+               "glorys_step_days": args.glorys_every, "argo_floats": args.argo_floats or [],
+               **({"en4_url": args.en4_url} if args.en4_url else {}),
+               **({"argo_gdac": args.argo_gdac} if args.argo_gdac else {})}
+    request = load_request(options, label="options")
+    if args.dry_run:
+        print("\n".join(dry_run(request)))
+        return 0
+    report = download(request, progress=not args.quiet)
+    for product in request.products:
+        print(f"{product:7s} {report.fetched[product]:5d} fetched, {report.skipped[product]:5d} already complete "
+              f"in {request.folder(product)}")
+    if report.config:
+        print(f"wrote {report.config}; build with: depthcube build {report.config}")
+    return 0
+
+
+def _download_region(text: str) -> tuple[float, float, float, float]:
+    return (-90.0, 90.0, -180.0, 180.0) if text.strip().lower() == "global" else _region(text)
+
+
+def _floats(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated WMO numbers, got {text!r}") from None
+
+
 def _info(args) -> int:
     from .open import describe, open_cube
 
@@ -141,6 +173,27 @@ def make_parser() -> argparse.ArgumentParser:
     i.add_argument("--seed", type=int)
     i.add_argument("--export", metavar="PATH", help="write the index as .csv or .parquet")
     i.set_defaults(func=_index)
+
+    w = sub.add_parser("download", help="fetch the real OSTIA, GLORYS, EN4 and Argo inputs of a region and span",
+                       description="Fetch OSTIA L4 and GLORYS12 (copernicusmarine, your own credentials), EN4.2.2 "
+                                   "profiles (Met Office zips) and Argo GDAC *_prof.nc files into OUTDIR/<product>/, "
+                                   "the layout configs/cube.yaml reads. Resumable: complete files are skipped.")
+    w.add_argument("outdir", help="output folder (ostia/, glorys/, en4/, argo/ are created inside)")
+    w.add_argument("--region", type=_download_region, required=True, metavar="LAT_MIN,LAT_MAX,LON_MIN,LON_MAX",
+                   help="degrees, lon in -180..180; 'global' for the globe (or --region=-90,90,-180,180)")
+    w.add_argument("--start", required=True, help="first day YYYY-MM-DD")
+    w.add_argument("--end", required=True, help="last day YYYY-MM-DD, inclusive")
+    w.add_argument("--products", default="ostia,glorys,en4,argo", help="comma-separated (default: all four)")
+    w.add_argument("--ostia", choices=("rep", "nrt"), default="rep", help="reprocessed (010_011) or near real time (010_001)")
+    w.add_argument("--glorys", choices=("daily", "monthly"), default="daily", help="GLORYS daily or monthly means")
+    w.add_argument("--glorys-every", type=int, default=7, metavar="DAYS",
+                   help="one GLORYS daily mean every DAYS days (default 7, the reference's weekly snapshots)")
+    w.add_argument("--argo-floats", type=_floats, metavar="WMO,...", help="fetch these Argo floats instead of by region and span")
+    w.add_argument("--en4-url", help="EN4 download area (default: the Met Office's)")
+    w.add_argument("--argo-gdac", help="Argo GDAC base URL (default https://data-argo.ifremer.fr)")
+    w.add_argument("--dry-run", action="store_true", help="print what would be fetched and its estimated size; fetch nothing")
+    w.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    w.set_defaults(func=_download)
 
     n = sub.add_parser("info", help="summarise a cube")
     n.add_argument("cube", help="cube path or URL")
