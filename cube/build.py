@@ -42,7 +42,7 @@ from .config import CubeConfig, to_dict
 from .constants import GLORYS_DEPTHS
 from .errors import InputError
 from .grid import CubeGrid
-from .layout import CONTRACT
+from .layout import CONTRACT, decode_attrs
 
 log = logging.getLogger("depthcube.build")
 
@@ -478,7 +478,7 @@ def build(cfg: CubeConfig, *, strict: bool | None = None, progress: bool | None 
     report.bytes_read = sum(f.size for f in files)
     report.inputs = [dataclasses.asdict(f) for f in files]
 
-    existing = None if rebuild or not store.exists(final) else store.open_root(final, mode="r").attrs.asdict()
+    existing = None if rebuild or not store.exists(final) else decode_attrs(store.open_root(final, mode="r").attrs.asdict())
     if existing is not None and _same_build(existing, cfg, files):
         report.status = "up to date"
         report.seconds = time.perf_counter() - t_start
@@ -661,9 +661,10 @@ def _grow_patch_index(url: str, patches, cfg: CubeConfig) -> bool:
 
     root = store.open_root(url)
     g = root["patches"]
-    same = (g.attrs.get("patch_config") == to_dict(cfg.patches) and g.attrs.get("split_config") == to_dict(cfg.split)
+    gattrs = decode_attrs(g.attrs.asdict())
+    same = (gattrs.get("patch_config") == to_dict(cfg.patches) and gattrs.get("split_config") == to_dict(cfg.split)
             and g["patch"].shape[0] == len(patches)
-            and all(np.array_equal(g[c][:].astype(str), patches[c].to_numpy().astype(str))
+            and all(np.array_equal(np.asarray(g[c][:], dtype=object).astype(str), patches[c].to_numpy().astype(str))
                     for c in ("patch", "row0", "col0", "split")))
     if not same:
         return False
