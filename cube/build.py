@@ -520,7 +520,7 @@ def build(cfg: CubeConfig, *, strict: bool | None = None, progress: bool | None 
 
     keys = sorted(set(tasks) | set(tasks_b))
     _collect(journal, report, keys)
-    _finish(target, cfg, plan, patches, report, files, keys, append, _input_days(plan, journal))
+    _finish(target, cfg, plan, patches, report, files, keys, append, _input_days(plan, journal, report.rejects))
     if not append:
         store.publish(target, final)
         report.status = "built"
@@ -675,9 +675,10 @@ def _grow_patch_index(url: str, patches, cfg: CubeConfig) -> bool:
     return True
 
 
-def _input_days(plan: Plan, journal: store.Journal) -> dict[str, list[str]]:
+def _input_days(plan: Plan, journal: store.Journal, rejects: list[dict]) -> dict[str, list[str]]:
     """url -> [first, last] UTC day (ISO) of the data each input gave the cube: its OSTIA day,
-    its GLORYS snapshots, the days of its used profiles. Inputs that gave nothing are absent."""
+    its GLORYS snapshots, the days of its used profiles. Inputs that gave nothing (rejected ones
+    included) are absent."""
     days: dict[str, list] = {}
     for t, f in plan.ostia_by_day.items():
         days.setdefault(f.url, []).append(plan.days[t])
@@ -687,7 +688,8 @@ def _input_days(plan: Plan, journal: store.Journal) -> dict[str, list[str]]:
         span = journal.entries.get(f"profiles-a:{f.key()}:{plan.days[0]}:{len(plan.days)}", {}).get("day_range")
         if span:
             days.setdefault(f.url, []).extend(plan.days[span])
-    return {url: [str(min(v)), str(max(v))] for url, v in days.items()}
+    rejected = {r["file"] for r in rejects}
+    return {url: [str(min(v)), str(max(v))] for url, v in days.items() if len(v) and url not in rejected}
 
 
 def _finish(url: str, cfg: CubeConfig, plan: Plan, patches, report: BuildReport, files: list[InputFile],

@@ -361,3 +361,21 @@ def test_source_columns_of_a_cube_without_input_days_are_missing():
     rec = source_columns(old, days[1], days, np.array([], "datetime64[s]"), 0)
     assert rec["ostia_file_path"] == rec["argo_file_path"] == rec["matched_glorys_file_path"] == MISSING
     assert rec["argo_valid"] == 0 and rec["argo_month_key"] == "201001"
+
+
+def test_a_rejected_ostia_day_names_no_source_file(tiny_demo, tmp_path):
+    """An all-NaN OSTIA file is a reject (the day stays NaN): the manifest must not name it."""
+    from conftest import tiny_cube_config
+    from cube.build import build
+    from test_bad_inputs import _ostia_all_missing, demo_copy
+
+    demo = demo_copy(tiny_demo, tmp_path / "demo")
+    bad = _ostia_all_missing(demo)
+    cube = tmp_path / "cube.zarr"
+    report = build(tiny_cube_config(demo, cube), progress=False)
+    assert [(r["file"], r["reason"]) for r in report.rejects] == [(str(bad), "no_valid_data")]
+    export_geotiff(str(cube), tmp_path / "out", DatasetConfig(window_days=1), ExportOptions(min_observed_columns=0))
+    df = read_manifest(tmp_path / "out" / MANIFEST_NAME)
+    assert (df[df.date == 20100131].ostia_file_path == "__missing__").all()
+    others = df[df.date != 20100131]
+    assert all(Path(p).name.startswith(str(d)) for p, d in zip(others.ostia_file_path, others.date))
