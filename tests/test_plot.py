@@ -13,7 +13,7 @@ import xarray as xr
 from matplotlib.image import imread
 from matplotlib.patches import Rectangle
 
-from _cubes import GRID, PROFILE_OBS, TILE, make_analytic_cube
+from _cubes import PROFILE_OBS, TILE, make_analytic_cube
 from cube.cli import main
 from loaders.plot import SPLIT_COLOURS, degree_axes, plot_overview, plot_sample, temperature_style
 
