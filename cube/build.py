@@ -42,7 +42,7 @@ from .config import CubeConfig, to_dict
 from .constants import GLORYS_DEPTHS
 from .errors import InputError
 from .grid import CubeGrid
-from .layout import CONTRACT
+from .layout import CONTRACT, decode_attrs
 
 log = logging.getLogger("depthcube.build")
 
@@ -478,7 +478,7 @@ def build(cfg: CubeConfig, *, strict: bool | None = None, progress: bool | None 
     report.bytes_read = sum(f.size for f in files)
     report.inputs = [dataclasses.asdict(f) for f in files]
 
-    existing = None if rebuild or not store.exists(final) else store.open_root(final, mode="r").attrs.asdict()
+    existing = None if rebuild or not store.exists(final) else decode_attrs(store.open_root(final, mode="r").attrs.asdict())
     if existing is not None and _same_build(existing, cfg, files):
         report.status = "up to date"
         report.seconds = time.perf_counter() - t_start
@@ -521,7 +521,7 @@ def build(cfg: CubeConfig, *, strict: bool | None = None, progress: bool | None 
 
     keys = sorted(set(tasks) | set(tasks_b))
     _collect(journal, report, keys)
-    _finish(target, cfg, plan, patches, report, files, keys, append)
+    _finish(target, cfg, plan, patches, report, files, keys, append, _input_days(plan, journal, report.rejects))
     if not append:
         store.publish(target, final)
         report.status = "built"
@@ -663,9 +663,10 @@ def _grow_patch_index(url: str, patches, cfg: CubeConfig) -> bool:
 
     root = store.open_root(url)
     g = root["patches"]
-    same = (g.attrs.get("patch_config") == to_dict(cfg.patches) and g.attrs.get("split_config") == to_dict(cfg.split)
+    gattrs = decode_attrs(g.attrs.asdict())
+    same = (gattrs.get("patch_config") == to_dict(cfg.patches) and gattrs.get("split_config") == to_dict(cfg.split)
             and g["patch"].shape[0] == len(patches)
-            and all(np.array_equal(g[c][:].astype(str), patches[c].to_numpy().astype(str))
+            and all(np.array_equal(np.asarray(g[c][:], dtype=object).astype(str), patches[c].to_numpy().astype(str))
                     for c in ("patch", "row0", "col0", "split")))
     if not same:
         return False
@@ -676,10 +677,28 @@ def _grow_patch_index(url: str, patches, cfg: CubeConfig) -> bool:
     return True
 
 
+def _input_days(plan: Plan, journal: store.Journal, rejects: list[dict]) -> dict[str, list[str]]:
+    """url -> [first, last] UTC day (ISO) of the data each input gave the cube: its OSTIA day,
+    its GLORYS snapshots, the days of its used profiles. Inputs that gave nothing (rejected ones
+    included) are absent."""
+    days: dict[str, list] = {}
+    for t, f in plan.ostia_by_day.items():
+        days.setdefault(f.url, []).append(plan.days[t])
+    for f, indices in plan.glorys_files:
+        days.setdefault(f.url, []).extend(plan.glorys_times[indices].astype("datetime64[D]"))
+    for f in plan.profile_files:
+        span = journal.entries.get(f"profiles-a:{f.key()}:{plan.days[0]}:{len(plan.days)}", {}).get("day_range")
+        if span:
+            days.setdefault(f.url, []).extend(plan.days[span])
+    rejected = {r["file"] for r in rejects}
+    return {url: [str(min(v)), str(max(v))] for url, v in days.items() if len(v) and url not in rejected}
+
+
 def _finish(url: str, cfg: CubeConfig, plan: Plan, patches, report: BuildReport, files: list[InputFile],
-            task_keys: list[str], append: bool = False):
+            task_keys: list[str], append: bool = False, input_days: dict | None = None):
     """Patch index, then attributes and consolidated metadata in one write (the moment an append
-    becomes visible to readers, see ``cube.store``)."""
+    becomes visible to readers, see ``cube.store``). Each input is recorded with the first and
+    last day of the data it gave (``days``, see :func:`_input_days`)."""
     from .index import write_patch_index
 
     if not (append and _grow_patch_index(url, patches, cfg)):
@@ -694,8 +713,8 @@ def _finish(url: str, cfg: CubeConfig, plan: Plan, patches, report: BuildReport,
         "build": {"config": to_dict(_portable(cfg)), "grid": plan.grid.to_dict(), "start": str(plan.days[0]),
                   "n_days": len(plan.days), "glorys_times": [str(t) for t in plan.glorys_times],
                   "task_keys": task_keys},
-        "inputs": [{"url": f.url, "name": f.name, "product": f.product, "size": f.size, "checksum": f.checksum}
-                   for f in files],
+        "inputs": [{"url": f.url, "name": f.name, "product": f.product, "size": f.size, "checksum": f.checksum,
+                    "days": (input_days or {}).get(f.url)} for f in files],
         "rejects": report.rejects,
         "profiles": {"used": report.profiles_used, "rejected": report.profiles_rejected,
                      "levels_rejected": report.levels_rejected},

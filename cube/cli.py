@@ -73,7 +73,9 @@ def _index(args) -> int:
 
     if args.rebuild or any(v is not None for v in (args.tile_size, args.stride, args.threshold, args.split, args.val_fraction, args.seed)):
         tree = open_cube(args.cube)
-        cfg = tree.attrs["build"]["config"]
+        from .layout import decode_attrs
+
+        cfg = decode_attrs(tree.attrs)["build"]["config"]
         p = dataclasses.replace(PatchSpec(**cfg["patches"]), **{k: v for k, v in (
             ("tile_size", args.tile_size), ("stride", args.stride), ("invalid_threshold", args.threshold)) if v is not None})
         s = dataclasses.replace(SplitSpec(**cfg["split"]), **{k: v for k, v in (

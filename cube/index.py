@@ -16,22 +16,26 @@ import xarray as xr
 
 from . import store
 from .config import CubeConfig, to_dict
+from .layout import decode_attrs, encode_attrs, group_attrs
 from .patches import PatchSpec, SplitSpec
 from .grid import CubeGrid
 from .layout import array_compressors
 
 PATCH_ATTRS = {
+    "patch": {"long_name": "patch (tile) id", "cf_role": "timeseries_id"},
+    "time": {"standard_name": "time", "axis": "T"},
     "row0": {"long_name": "first cube row of the tile (row 0 = south)"},
     "col0": {"long_name": "first cube column of the tile (wraps modulo nlon on a global grid)"},
     "lat0": {"units": "degrees_north", "long_name": "south edge"},
     "lat1": {"units": "degrees_north", "long_name": "north edge"},
     "lon0": {"units": "degrees_east", "long_name": "west edge"},
     "lon1": {"units": "degrees_east", "long_name": "east edge (may be < lon0 across the dateline)"},
-    "lat_center": {"units": "degrees_north"},
-    "lon_center": {"units": "degrees_east", "long_name": "dateline-safe circular mean of lon0 and lon1"},
+    "lat_center": {"standard_name": "latitude", "units": "degrees_north", "long_name": "tile centre latitude"},
+    "lon_center": {"standard_name": "longitude", "units": "degrees_east",
+                   "long_name": "tile centre longitude: dateline-safe circular mean of lon0 and lon1"},
     "invalid_fraction": {"units": "1", "long_name": "fraction of tile cells that are not ocean"},
     "split": {"long_name": "train / val (patch-level splits) or all (sample-level splits)"},
-    "obs_count": {"units": "1", "long_name": "profile values inside the tile per UTC day"},
+    "obs_count": {"units": "1", "long_name": "profile values inside the tile per UTC day", "cell_methods": "time: sum"},
 }
 
 
@@ -63,14 +67,19 @@ def write_patch_index(url: str, patches: pd.DataFrame, grid: CubeGrid, cfg: Cube
          ("row0", "col0", "lat0", "lat1", "lon0", "lon1", "lat_center", "lon_center", "invalid_fraction")},
         coords={"patch": patches["patch"].to_numpy().astype(np.int32)},
     )
-    ds["split"] = ("patch", patches["split"].astype(str).to_numpy().astype("U5"))
+    # Variable-length UTF-8 (zarr v3 "string", NetCDF-4 NC_STRING), not numpy's fixed-width
+    # unicode, which zarr stores in a type without a v3 specification and NetCDF does not have.
+    ds["split"] = ("patch", patches["split"].astype(str).to_numpy().astype(object))
     ds["obs_count"] = (("patch", "time"), counts)
     ds = ds.assign_coords(time=("time", time, {"units": store.TIME_UNITS_DAYS, "calendar": "proleptic_gregorian"}))
     for name, attrs in PATCH_ATTRS.items():
         ds[name].attrs.update(attrs)
-    ds.attrs = {"tile_size": cfg.patches.tile_size, "patch_config": to_dict(cfg.patches),
-                "split_config": to_dict(cfg.split)}
+    ds.attrs = encode_attrs({**group_attrs("patches"), "featureType": "timeSeries", "tile_size": cfg.patches.tile_size,
+                             "patch_config": to_dict(cfg.patches), "split_config": to_dict(cfg.split)})
     ds.time.encoding = {"dtype": "int64"}
+    # Tile centres as auxiliary coordinates (CF timeSeries: obs_count per tile and day), written
+    # as the variables' ``coordinates`` attribute.
+    ds = ds.set_coords(["lat_center", "lon_center"])
     compressors = array_compressors(cfg.compression)  # checksummed like every cube array
     encoding = {name: {"compressors": compressors} for name in ds.variables}
     ds.to_zarr(str(url), group="patches", mode="w", zarr_format=3, consolidated=False, encoding=encoding)
@@ -82,7 +91,7 @@ def rebuild_index(url: str, patches_cfg: PatchSpec | None = None, split_cfg: Spl
     from .patches import assign_splits, build_patches
 
     root = store.open_root(url)
-    build_attrs = root.attrs.asdict().get("build", {})
+    build_attrs = decode_attrs(root.attrs.asdict()).get("build", {})
     cfg = _config_from_attrs(build_attrs)
     cfg = dataclasses.replace(cfg, patches=patches_cfg or cfg.patches, split=split_cfg or cfg.split)
     grid = CubeGrid.from_dict(build_attrs["grid"])

@@ -8,17 +8,47 @@ Chunking (guidance, decided by measurement, see README "Cube layout"):
 - ``days`` days per chunk for the daily groups, ``glorys_times`` snapshots per chunk for GLORYS.
 Codecs: Blosc(zstd, clevel 3, byte shuffle), then a crc32c checksum of the compressed chunk, for
 every array (:func:`array_compressors`): a damaged chunk is a decode error, never plausible values.
+
+Attributes (CF-1.10, so ``xr.open_datatree(cube, engine="zarr").to_netcdf(path)`` works and
+cf_xarray finds every axis):
+- every group has ``Conventions`` and ``title`` (:func:`group_attrs`); lat/lon have cell bounds
+  (``lat_bnds``/``lon_bnds``, dims ``(lat|lon, bnds)``, named by the ``bounds`` attribute);
+- structured attributes (:data:`JSON_ATTRS`: the build record, inputs, rejects, profile counts,
+  the patch and split configs) are stored as JSON strings, because NetCDF attributes hold only
+  strings and numbers; read them with :func:`decode_attrs`, which also accepts the dicts of
+  cubes written before (nothing to migrate);
+- ``cell_methods`` says what one stored value stands for: ``time: mean`` on the daily OSTIA
+  analysis and on the GLORYS daily or monthly means, ``time: sum`` on the per-UTC-day profile
+  counts and sums. The cube stores no window means: the window means of a training sample are
+  computed by the loaders (tensors, not CF variables), so they carry no ``cell_methods``.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from .config import ChunkConfig, CompressionConfig
 
 CONTRACT = "depthcube cube v1"
+CONVENTIONS = "CF-1.10"
+BOUNDS_DIM = "bnds"
+
+GROUP_TITLES = {
+    "ostia": "depthcube: OSTIA L4 daily SST on the cube grid",
+    "glorys": "depthcube: GLORYS12 potential temperature snapshots on the cube grid",
+    "profiles": "depthcube: in-situ profile counts and sums per cell, GLORYS level and UTC day",
+    "static": "depthcube: ocean mask and number of valid levels per column",
+    "patches": "depthcube: patch index (training tiles), splits and daily profile counts per tile",
+}
+
+#: Attributes holding structured values, stored as JSON strings (NetCDF attributes cannot hold
+#: dicts or lists of records).
+JSON_ATTRS = frozenset({"build", "inputs", "rejects", "profiles", "patch_config", "split_config"})
 
 
 @dataclass(frozen=True)
@@ -56,22 +86,28 @@ VARIABLES: tuple[VariableSpec, ...] = (
     VariableSpec("ostia", "analysed_sst", ("time", "lat", "lon"), "float32", np.nan, {
         "units": "kelvin", "standard_name": "sea_surface_foundation_temperature",
         "long_name": "OSTIA L4 analysed SST regridded onto the cube grid (area mean when coarsening, linear when refining)",
+        "cell_methods": "time: mean",
     }),
     VariableSpec("glorys", "thetao", ("time", "depth", "lat", "lon"), "float32", np.nan, {
         **TEMPERATURE_C, "long_name": "GLORYS12 potential temperature regridded onto the cube grid (NaN over land and below the seabed)",
+        "cell_methods": "time: mean", "comment": "GLORYS12 daily means (snapshots) or monthly means, as the inputs were",
     }),
     VariableSpec("profiles", "count", ("time", "depth", "lat", "lon"), "int32", 0, {
         "units": "1", "long_name": "number of QC-accepted, vertically aligned profile values per cell, level and UTC day",
+        "cell_methods": "time: sum",
     }),
     VariableSpec("profiles", "sum", ("time", "depth", "lat", "lon"), "float32", 0.0, {
         "units": "degC", "long_name": "sum of the profile potential temperatures counted in `count`",
         "comment": "mean = sum / count where count > 0; a real 0 degC value is valid because validity comes from count",
+        "cell_methods": "time: sum",
     }),
     VariableSpec("profiles", "n_obs", ("time", "lat", "lon"), "int32", 0, {
         "units": "1", "long_name": "profile values per cell and UTC day, all levels together (count summed over depth)",
+        "cell_methods": "time: sum",
     }),
     VariableSpec("static", "ocean_mask", ("lat", "lon"), "bool", False, {
         "long_name": "ocean (True) where the top GLORYS level is valid (OSTIA land flag when there is no GLORYS)",
+        "standard_name": "sea_binary_mask", "units": "1", "flag_values": [0, 1], "flag_meanings": "land ocean",
     }),
     VariableSpec("static", "bottom_level", ("lat", "lon"), "int8", 0, {
         "units": "1", "long_name": "number of valid GLORYS levels in the column (0 over land)",
@@ -105,3 +141,56 @@ def coordinate_attrs(name: str) -> dict:
         "lon": {"standard_name": "longitude", "units": "degrees_east", "axis": "X"},
         "depth": {"standard_name": "depth", "units": "m", "positive": "down", "axis": "Z"},
     }.get(name, {})
+
+
+def group_attrs(group: str) -> dict:
+    """``Conventions`` and ``title`` of one of the cube's groups."""
+    return {"Conventions": CONVENTIONS, "title": GROUP_TITLES[group]}
+
+
+def cell_bounds(centres: np.ndarray) -> np.ndarray:
+    """(n, 2) cell edges of 1-D cell centres: midpoints between neighbours, the outer edges half
+    a step beyond the first and last centre (exact for the cube's regular grids). A single
+    centre gets a zero-width cell (no step to take half of)."""
+    c = np.asarray(centres, np.float64)
+    if c.size < 2:
+        return np.stack([c, c], axis=-1)
+    mid = (c[1:] + c[:-1]) / 2
+    edges = np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
+    return np.stack([edges[:-1], edges[1:]], axis=-1)
+
+
+def json_default(o):
+    """``json.dumps`` fallback for the numpy scalars, arrays, dates and paths in attributes."""
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.datetime64, Path)):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def encode_attrs(attrs: Mapping) -> dict:
+    """Attributes as stored: :data:`JSON_ATTRS` as JSON strings, everything else as plain JSON
+    values (strings, numbers, lists of them). A structured value under any other name is an
+    error (it would make the cube unwritable as NetCDF)."""
+    out = {}
+    for key, value in attrs.items():
+        if key in JSON_ATTRS and not isinstance(value, str):
+            out[key] = json.dumps(value, default=json_default)
+            continue
+        plain = json.loads(json.dumps(value, default=json_default))
+        if isinstance(plain, dict) or (isinstance(plain, list) and any(isinstance(v, (dict, list)) for v in plain)):
+            raise ValueError(f"attribute {key!r}: a structured value must be one of the JSON attributes "
+                             f"{sorted(JSON_ATTRS)}")
+        out[key] = plain
+    return out
+
+
+def decode_attrs(attrs: Mapping) -> dict:
+    """Attributes as the code uses them: :data:`JSON_ATTRS` parsed back to dicts and lists.
+    Values that are not strings (a cube written before these were JSON) are returned as they are."""
+    return {k: json.loads(v) if k in JSON_ATTRS and isinstance(v, str) else v for k, v in attrs.items()}

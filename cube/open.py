@@ -6,7 +6,7 @@ import numpy as np
 import xarray as xr
 
 from .errors import DepthcubeError
-from .layout import CONTRACT
+from .layout import CONTRACT, decode_attrs
 
 
 def open_cube(path: str, chunks: dict | None | str = "auto", storage_options: dict | None = None) -> xr.DataTree:
@@ -44,7 +44,7 @@ def _stored_mb(path: str) -> float | None:
 
 def describe(tree: xr.DataTree, path: str = "") -> str:
     """A human summary: grid, sizes, time range, tiles per split, profiles used/rejected, rejects."""
-    a = tree.attrs
+    a = decode_attrs(tree.attrs)
     build = a.get("build", {})
     grid = build.get("grid", {})
     days = tree["ostia"].time.values
@@ -65,7 +65,7 @@ def describe(tree: xr.DataTree, path: str = "") -> str:
     lines.append(f"  ostia        analysed_sst {tuple(sst.shape)} {sst.dtype}")
     patches = tree["patches"].to_dataset()
     if "split" in patches:
-        splits = dict(zip(*np.unique(patches["split"].values.astype(str), return_counts=True)))
+        splits = dict(zip(*np.unique(np.asarray(patches["split"].values, dtype=object).astype(str), return_counts=True)))
         lines.append(f"  tiles        {patches.sizes['patch']} ({', '.join(f'{k} {v}' for k, v in splits.items())}), "
                      f"tile {patches.attrs.get('tile_size')} cells")
     prof = a.get("profiles", {})

@@ -37,7 +37,9 @@ import numpy as np
 import zarr
 
 from .config import ChunkConfig, CompressionConfig
-from .layout import VARIABLES, VariableSpec, array_compressors, coordinate_attrs
+from .layout import (BOUNDS_DIM, VARIABLES, VariableSpec, array_compressors, cell_bounds, coordinate_attrs, encode_attrs,
+                     group_attrs)
+from .layout import json_default as _json_default
 
 TIME_UNITS_DAYS = "days since 1950-01-01"
 TIME_UNITS_HOURS = "hours since 1950-01-01"
@@ -74,8 +76,9 @@ def hours_to_int(times: np.ndarray) -> np.ndarray:
 def create_cube(url: str, *, days: np.ndarray, glorys_times: np.ndarray, lat: np.ndarray, lon: np.ndarray,
                 depth: np.ndarray, chunking: ChunkConfig, compression: CompressionConfig, tile: int,
                 attrs: dict) -> zarr.Group:
-    """Create every group, coordinate and (empty) data array of the cube at ``url`` (overwriting)."""
-    root = zarr.open_group(str(url), mode="w", zarr_format=3, attributes=attrs)
+    """Create every group, coordinate and (empty) data array of the cube at ``url`` (overwriting).
+    Each group gets its ``Conventions``/``title``; lat and lon get their cell bounds."""
+    root = zarr.open_group(str(url), mode="w", zarr_format=3, attributes=encode_attrs(attrs))
     coords = {
         "time": days_to_int(days), "lat": np.asarray(lat, np.float64),
         "lon": np.asarray(lon, np.float64), "depth": np.asarray(depth, np.float32),
@@ -83,11 +86,13 @@ def create_cube(url: str, *, days: np.ndarray, glorys_times: np.ndarray, lat: np
     group_time = {"ostia": coords["time"], "profiles": coords["time"], "glorys": hours_to_int(glorys_times)}
     codec = array_compressors(compression)
     for gname in ("ostia", "glorys", "profiles", "static"):
-        g = root.create_group(gname)
+        g = root.create_group(gname, attributes=group_attrs(gname))
         gcoords = dict(coords, time=group_time.get(gname))
         dims_used = {d for v in VARIABLES if v.group == gname for d in v.dims}
         for dim in sorted(dims_used):
             _write_coordinate(g, dim, gcoords[dim], codec, hourly=(gname == "glorys"))
+            if dim in ("lat", "lon"):
+                _write_bounds(g, dim, gcoords[dim], codec)
         sizes = {d: len(gcoords[d]) for d in dims_used}
         for var in (v for v in VARIABLES if v.group == gname):
             _create_variable(g, var, sizes, chunking, tile, codec)
@@ -96,12 +101,24 @@ def create_cube(url: str, *, days: np.ndarray, glorys_times: np.ndarray, lat: np
 
 def _write_coordinate(group: zarr.Group, dim: str, values: np.ndarray, codec, hourly: bool = False):
     attrs = dict(coordinate_attrs(dim))
+    if dim in ("lat", "lon"):
+        attrs["bounds"] = f"{dim}_bnds"
     if dim == "time":
         attrs.update(units=TIME_UNITS_HOURS if hourly else TIME_UNITS_DAYS, calendar="proleptic_gregorian")
     arr = group.create_array(dim, shape=values.shape, dtype=values.dtype, chunks=(max(len(values), 1),),
                              compressors=codec, dimension_names=(dim,), attributes=attrs, fill_value=0)
     if len(values):
         arr[:] = values
+
+
+def _write_bounds(group: zarr.Group, dim: str, centres: np.ndarray, codec):
+    """``<dim>_bnds (dim, bnds)``: the cell edges of a horizontal coordinate (CF section 7.1)."""
+    bounds = cell_bounds(centres)
+    arr = group.create_array(f"{dim}_bnds", shape=bounds.shape, dtype=bounds.dtype, chunks=(max(len(bounds), 1), 2),
+                             compressors=codec, dimension_names=(dim, BOUNDS_DIM), fill_value=0,
+                             attributes={"units": coordinate_attrs(dim)["units"]})
+    if bounds.size:
+        arr[:] = bounds
 
 
 def _create_variable(group: zarr.Group, var: VariableSpec, sizes: dict, chunking: ChunkConfig, tile: int, codec):
@@ -136,24 +153,13 @@ def grow_coordinate(arr: zarr.Array, values: np.ndarray):
 
 
 def write_attrs(root: zarr.Group, attrs: dict):
-    root.attrs.update(json.loads(json.dumps(attrs, default=_json_default)))
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (np.datetime64, Path)):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o)}")
+    """Update the root attributes, structured ones as JSON strings (``layout.encode_attrs``)."""
+    root.attrs.update(encode_attrs(attrs))
 
 
 def consolidate(url: str, attrs: dict | None = None):
-    """Write the root ``zarr.json`` once, with the root attributes updated by ``attrs`` and the
-    consolidated metadata of every node (the documents zarr wrote for them, unchanged).
+    """Write the root ``zarr.json`` once, with the root attributes updated by ``attrs`` (structured
+    ones as JSON strings, ``layout.encode_attrs``) and the consolidated metadata of every node (the documents zarr wrote for them, unchanged).
 
     One atomic write, so a reader switches from the old hierarchy to the new one at once, with
     attributes and shapes that belong together (updating the attributes first, then calling
@@ -171,8 +177,9 @@ def consolidate(url: str, attrs: dict | None = None):
             doc["consolidated_metadata"] = {"kind": "inline", "must_understand": False, "metadata": {}}
         members[name] = doc
     root_doc = json.loads(fs.cat_file(f"{base}/zarr.json"))
-    new_attrs = json.loads(json.dumps(attrs or {}, default=_json_default))
-    root_doc["attributes"] = {**root_doc.get("attributes", {}), **new_attrs}
+    # Encoded after merging, so the dict attributes of a cube written before they were JSON
+    # strings are converted too.
+    root_doc["attributes"] = encode_attrs({**root_doc.get("attributes", {}), **(attrs or {})})
     root_doc["consolidated_metadata"] = {"kind": "inline", "must_understand": False,
                                          "metadata": dict(sorted(members.items()))}
     _write_atomic(fs, f"{base}/zarr.json", json.dumps(root_doc, indent=2).encode())

@@ -72,12 +72,13 @@ def register(sub) -> None:
     """Add the ``plot`` and ``export`` subcommands to ``depthcube``'s subparsers."""
     p = sub.add_parser("plot", help="quicklook PNGs: cube overview (tiles by split, profile density) and samples",
                        description="Write overview.png (tiles coloured by split over the ocean mask, profile "
-                                   "observation density) and sample_<index>.png quicklooks (eo, x, y, masks) "
-                                   "with the reference's fixed temperature range and colormap.")
+                                   "density per 1-degree block) and sample_<index>.png quicklooks (eo, x, y, masks) "
+                                   "with robust (2nd-98th percentile) colour limits per tile and depths in metres.")
     p.add_argument("cube", help="cube path or URL")
     p.add_argument("--out", required=True, help="output folder for the PNGs")
     p.add_argument("--sample", type=int, default=4, metavar="N", help="number of sample quicklooks (default: 4)")
-    p.add_argument("--level", type=int, default=0, help="depth band shown for x and y (default: 0)")
+    p.add_argument("--level", type=int, default=None,
+                   help="depth band shown for x and y (default: the most-observed band of each sample)")
     _common(p)
     p.set_defaults(func=_plot)
 

@@ -34,6 +34,22 @@ Differences from the reference, on purpose:
 * ``export_index`` is the window's row in the cube's ``split="all"`` window table (patch-major),
   stable across ``--split``, ``--start``/``--limit`` and shuffling.
 
+Source columns (the reference index's, REFERENCE.md 2.1-2.2), from the input files the builder
+recorded in the cube's ``inputs`` attribute with the days each one gave (``days``):
+
+* ``ostia_file_path``: the OSTIA file of the centre day;
+* ``matched_glorys_date`` / ``matched_glorys_file_path``: the GLORYS snapshot nearest the centre
+  day, as the sample's ``y`` picks it (real time, not the reference's YYYYMMDD integer distance,
+  REFERENCE.md 2.1.9), and its file; ``matched_glorys_abs_day_delta`` is in days;
+* ``argo_profile_count``: profiles that reached this window, counted in the tile over the window
+  as observed (cell, UTC day) pairs (the cube keeps per-cell sums, so two profiles in one cell on
+  one day count once), not the reference's worldwide daily count (REFERENCE.md 11.7);
+  ``argo_valid`` is 1 when it is > 0;
+* ``argo_month_key``: YYYYMM of the centre day; ``argo_file_path``: every profile file (EN4 or
+  Argo) with used profiles on the window's days, ``|``-joined;
+* a source that is absent (no file for the day, or a cube built before inputs recorded their
+  days) is ``__missing__``, the reference's token.
+
 Skip rule (reference): a window with fewer than 4 observed columns (``x_valid_mask_1d``
 pixels) writes no file and is recorded with ``export_skipped_reason=valid_mask_1d_pixels_lt_4``.
 Block-shuffled order (reference ``--shuffle-block-size``): the selected windows are cut into
@@ -62,7 +78,7 @@ from cube.constants import GLORYS_DEPTHS
 
 from .config import DatasetConfig, EOConfig
 from .corruption import sample_rng
-from .sample import dense_target, sparse_input, surface_condition, yyyymmdd
+from .sample import dense_target, nearest_snapshots, sparse_input, surface_condition, yyyymmdd
 
 MANIFEST_NAME = "ostia_argo_tiff_index.csv"
 MIN_OBSERVED_COLUMNS = 4
@@ -70,12 +86,16 @@ SKIP_SPARSE = "valid_mask_1d_pixels_lt_4"
 GLORYS_SCALE = 0.01
 GLORYS_NODATA = -32768
 PRODUCTS = ("ostia", "argo", "glorys")
+MISSING = "__missing__"
 
-#: Manifest columns: the reference's index columns and export record (REFERENCE.md 4.1), plus
-#: the window's provenance (source_cube, export_id, window_start/end).
+#: Manifest columns: every column of the reference's ``ostia_argo_tiff_index.csv`` (its index
+#: columns and export record, REFERENCE.md 2.1, 2.2, 4.1), plus the window's provenance
+#: (source_cube, export_id, window_start/end).
 MANIFEST_COLUMNS = (
     "export_index", "sample_basename", "filename", "patch_id", "date", "phase",
-    "lat_center", "lon_center", "lat0", "lat1", "lon0", "lon1", "invalid_fraction",
+    "lat_center", "lon_center", "lat0", "lat1", "lon0", "lon1", "invalid_fraction", "invalid_percentage",
+    "ostia_file_path", "matched_glorys_date", "matched_glorys_file_path", "matched_glorys_abs_day_delta",
+    "argo_valid", "argo_profile_count", "argo_month_key", "argo_file_path",
     "centroid_lat", "centroid_lon", "geometry_wkt",
     "ostia_tif_path", "argo_tif_path", "glorys_tif_path", "ostia_filename", "argo_filename", "glorys_filename",
     "crs", "tile_size", "output_units", "argo_depth_semantics",
@@ -274,7 +294,7 @@ def read_manifest(path: str | Path):
     recs = Manifest(path).records()
     df = pd.DataFrame(list(recs.values()), columns=MANIFEST_COLUMNS)
     for c in ("export_index", "patch_id", "date", "files_written", "tile_size", "valid_mask_1d_pixels",
-              "argo_valid_spatial_observation_count", "temporal_window_days"):
+              "argo_valid_spatial_observation_count", "temporal_window_days", "argo_valid", "argo_profile_count"):
         df[c] = df[c].astype(np.int64)
     return df.sort_values("export_index", kind="stable").reset_index(drop=True)
 
@@ -295,6 +315,7 @@ class WindowArrays:
     ostia_days: int
     glorys_days: int
     argo_days: int
+    argo_profiles: int      # observed (cell, day) pairs of the tile over the window
 
 
 def window_arrays(stream, index: int) -> WindowArrays:
@@ -309,12 +330,13 @@ def window_arrays(stream, index: int) -> WindowArrays:
     x_c, x_valid = sparse_input(win, cfg, y_c, y_valid, rng)
     flip = (Ellipsis, slice(None, None, -1), slice(None))
     snap_ok = np.isfinite(win.glorys).any(axis=(1, 2, 3))
+    observed = stream.reader.read("profiles/n_obs", w.time, w.rows, w.cols) > 0
     return WindowArrays(
         eo=np.asarray(eo_c, np.float32)[flip], x=np.where(x_valid, x_c, np.nan).astype(np.float32)[flip],
         y=np.asarray(y_c, np.float32)[flip], x_valid=x_valid[flip],
         ostia_days=int(np.isfinite(win.sst_k).any(axis=(1, 2)).sum()),
         glorys_days=int(win.glorys_days[snap_ok].sum()),
-        argo_days=int((stream.reader.read("profiles/n_obs", w.time, w.rows, w.cols) > 0).any(axis=(1, 2)).sum()),
+        argo_days=int(observed.any(axis=(1, 2)).sum()), argo_profiles=int(observed.sum()),
     )
 
 
@@ -374,6 +396,40 @@ def write_window_tifs(out_root: Path, rel: dict[str, str], arrays: WindowArrays,
                      "add_offset": "0.0", "packed_nodata": str(GLORYS_NODATA)})
 
 
+class SourceFiles:
+    """The cube's input files (its ``inputs`` attribute) looked up by day, for the source columns.
+    An input without ``days`` (it gave no data, or the cube predates the record) is never found."""
+
+    def __init__(self, inputs: list[dict]):
+        self.spans = {}  # product -> [(first day, last day, url)]
+        for i in inputs:
+            if i.get("days"):
+                first, last = (np.datetime64(d, "D") for d in i["days"])
+                self.spans.setdefault(i["product"], []).append((first, last, i["url"]))
+
+    def covering(self, products: tuple[str, ...], first: np.datetime64, last: np.datetime64) -> str:
+        """``|``-joined urls of the inputs of ``products`` with data between ``first`` and ``last``."""
+        urls = [u for p in products for lo, hi, u in self.spans.get(p, []) if lo <= last and hi >= first]
+        return "|".join(sorted(urls)) or MISSING
+
+
+def source_columns(sources: SourceFiles, centre: np.datetime64, days: np.ndarray, glorys_times: np.ndarray,
+                   argo_profiles: int) -> dict:
+    """The reference index's source columns of one window (see the module docstring)."""
+    centre = np.datetime64(centre, "D")
+    record = {"ostia_file_path": sources.covering(("ostia",), centre, centre),
+              "matched_glorys_date": MISSING, "matched_glorys_file_path": MISSING, "matched_glorys_abs_day_delta": "",
+              "argo_valid": int(argo_profiles > 0), "argo_profile_count": argo_profiles,
+              "argo_month_key": str(centre)[:7].replace("-", ""),
+              "argo_file_path": sources.covering(("en4", "argo"), days[0], days[-1])}
+    if len(glorys_times):
+        snap = glorys_times[nearest_snapshots(np.array([centre]), glorys_times)[0]].astype("datetime64[D]")
+        record.update(matched_glorys_date=yyyymmdd(snap, feb29_to_feb28=False),
+                      matched_glorys_file_path=sources.covering(("glorys",), snap, snap),
+                      matched_glorys_abs_day_delta=abs(int((snap - centre).astype(int))))
+    return record
+
+
 # --------------------------------------------------------------------------------------------
 # The export run
 # --------------------------------------------------------------------------------------------
@@ -389,6 +445,7 @@ class _Exporter:
         self.stream = CubeStream(cube, export_config(cfg), split="all", shuffle=False, storage_options=storage_options)
         self.patches = self.stream.reader.patches.set_index("patch")
         self.tile = self.stream.reader.tile
+        self.sources = SourceFiles(self.stream.reader.attrs.get("inputs", []))
         self.id = export_id(cube, self.stream.config, options.min_observed_columns)
         self.manifest = Manifest(out_root / MANIFEST_NAME)
 
@@ -444,6 +501,8 @@ class _Exporter:
             "date": date, "phase": w.split,
             **{k: f"{float(p[k]):.6f}" for k in ("lat_center", "lon_center", "lat0", "lat1", "lon0", "lon1")},
             "invalid_fraction": f"{float(p['invalid_fraction']):.6f}",
+            "invalid_percentage": f"{100 * float(p['invalid_fraction']):.6f}",
+            **source_columns(self.sources, w.centre, days, self.stream.reader.glorys_times, arrays.argo_profiles),
             "centroid_lat": f"{w.lat_center:.6f}", "centroid_lon": f"{w.lon_center:.6f}",
             "geometry_wkt": (f"POLYGON (({lon0:.6f} {lat0:.6f}, {lon1:.6f} {lat0:.6f}, {lon1:.6f} {lat1:.6f}, "
                              f"{lon0:.6f} {lat1:.6f}, {lon0:.6f} {lat0:.6f}))"),

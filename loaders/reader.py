@@ -30,6 +30,8 @@ import zarr
 from numcodecs import Blosc
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
 
+from cube.layout import decode_attrs
+
 EPOCH = np.datetime64("1950-01-01", "D")
 _BLOSC = Blosc()  # decodes any Blosc frame (the frame header carries its own settings)
 log = logging.getLogger("depthcube.loaders")
@@ -95,7 +97,8 @@ class CubeReader:
     # -- metadata (small, read once per process) ------------------------------------------------
     @cached_property
     def attrs(self) -> dict:
-        return self.root.attrs.asdict()
+        """Root attributes, the structured ones (build, inputs, rejects, ...) parsed from JSON."""
+        return decode_attrs(self.root.attrs.asdict())
 
     @cached_property
     def days(self) -> np.ndarray:

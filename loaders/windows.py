@@ -25,6 +25,7 @@ import xarray as xr
 import xbatcher
 
 from cube.index import tile_columns
+from cube.layout import decode_attrs
 from cube.patches import SplitSpec, sample_rows
 
 from .config import DatasetConfig
@@ -74,7 +75,7 @@ class Windows:
         days = reader.days
         if len(days) < self.window:
             raise ValueError(f"{reader.url}: window of {self.window} days is longer than the cube's {len(days)} days")
-        spec = SplitSpec.from_dict(reader.root["patches"].attrs["split_config"])
+        spec = SplitSpec.from_dict(decode_attrs(reader.root["patches"].attrs.asdict())["split_config"])
         rows = sample_rows(reader.patches, days, self.window, spec,
                            obs_count=reader.obs_count if cfg.min_profiles else None, min_profiles=cfg.min_profiles)
         if split != "all":

@@ -22,6 +22,7 @@ import zarr
 from _ncfixtures import ostia_name
 from conftest import tiny_cube_config
 from cube.build import build
+from cube.layout import decode_attrs
 from loaders import open_cube
 from loaders.config import DatasetConfig, XConfig
 from loaders.reader import CubeReader
@@ -184,7 +185,7 @@ def test_append_report_and_attributes_equal_a_fresh_build(tiny_demo, tmp_path):
     assert appended.status == "appended"
     for field in ("rejects", "profiles_used", "profiles_rejected", "levels_rejected"):
         assert getattr(appended, field) == getattr(fresh, field), field
-    a = zarr.open_group(str(tmp_path / "cube.zarr"), mode="r").attrs.asdict()
-    b = zarr.open_group(str(tmp_path / "fresh.zarr"), mode="r").attrs.asdict()
+    a = decode_attrs(zarr.open_group(str(tmp_path / "cube.zarr"), mode="r").attrs.asdict())
+    b = decode_attrs(zarr.open_group(str(tmp_path / "fresh.zarr"), mode="r").attrs.asdict())
     a["build"]["config"].pop("output"), b["build"]["config"].pop("output")
     assert a == b

@@ -59,8 +59,9 @@ def test_info_index_rebuild_and_export(tiny_cube, tmp_path, capsys):
     assert set(table["split"]) == {"train", "val"}
     assert main(["index", str(cube), "--export", str(tmp_path / "p.parquet")]) == 0
     assert pd.read_parquet(tmp_path / "p.parquet").shape[0] == table.shape[0]
+    from cube.layout import decode_attrs
     from loaders import open_cube
 
     tree = open_cube(str(cube))
-    assert tree["patches"].attrs["split_config"]["method"] == "window"
-    assert tree.attrs["build"]["config"]["split"]["method"] == "window"
+    assert decode_attrs(tree["patches"].attrs)["split_config"]["method"] == "window"
+    assert decode_attrs(tree.attrs)["build"]["config"]["split"]["method"] == "window"

@@ -290,3 +290,92 @@ def test_tiny_demo_cube_export_matches_cube(tiny_cube, tmp_path):
                            atol=1e-4, equal_nan=True)
         assert _open(tmp_path, row.glorys_tif_path).rio.bounds() == pytest.approx(
             (float(p.lon0), float(p.lat0), float(p.lon1), float(p.lat1)))
+
+
+# ---- the reference index's source columns (issue 14 item 4) ---------------------------------
+
+REFERENCE_COLUMNS = (  # ostia_argo_tiff_index.csv, REFERENCE.md 2.1 (8.), 2.2 and 4.1, in that order
+    "patch_id", "date", "lat_center", "lon_center", "lat0", "lat1", "lon0", "lon1", "invalid_fraction",
+    "invalid_percentage", "phase", "ostia_file_path", "matched_glorys_date", "matched_glorys_file_path",
+    "matched_glorys_abs_day_delta", "argo_valid", "argo_profile_count", "argo_month_key", "argo_file_path",
+    "export_index", "sample_basename", "filename", "centroid_lat", "centroid_lon", "geometry_wkt",
+    "ostia_tif_path", "argo_tif_path", "glorys_tif_path", "ostia_filename", "argo_filename", "glorys_filename",
+    "crs", "tile_size", "output_units", "argo_depth_semantics", "argo_band_count", "glorys_band_count",
+    "ostia_band_count", "files_written", "temporal_window_days", "temporal_rows_count", "temporal_ostia_days_used",
+    "temporal_glorys_days_used", "temporal_argo_days_used", "valid_mask_1d_pixels",
+    "argo_valid_spatial_observation_count", "export_skipped_reason",
+)
+
+
+def test_manifest_keeps_every_column_of_the_reference_index():
+    assert len(REFERENCE_COLUMNS) == len(set(REFERENCE_COLUMNS)) == 47
+    assert set(REFERENCE_COLUMNS) <= set(MANIFEST_COLUMNS)
+
+
+def _glorys_name_day(path: Path) -> np.datetime64:
+    """Hand: the snapshot day from a GLORYS file name ``..._mean_YYYYMMDD_RYYYYMMDD.nc``."""
+    digits = path.name.split("_mean_")[1][:8]
+    return np.datetime64(f"{digits[:4]}-{digits[4:6]}-{digits[6:]}")
+
+
+def test_source_columns_name_the_demo_input_files(tiny_cube, tiny_demo, tmp_path):
+    """Tiny demo (2010-01-27 .. 02-05, GLORYS every 7 days, EN4 files for 201001 and 201002),
+    3-day windows: source files, nearest snapshot, month key and profile counts by hand."""
+    export_geotiff(str(tiny_cube), tmp_path, DatasetConfig(window_days=3), ExportOptions(min_observed_columns=0))
+    df = read_manifest(tmp_path / MANIFEST_NAME)
+    tree = open_cube(str(tiny_cube))
+    patches = tree["patches"].to_dataset().load()
+    count = tree["profiles/count"].values.sum(axis=1) > 0            # (time, lat, lon): observed cells per day
+    days = tree["profiles"].time.values.astype("datetime64[D]")
+    snapshots = {_glorys_name_day(p): p for p in (tiny_demo / "glorys").glob("*.nc")}
+    en4 = {p.name[-9:-3]: p for p in (tiny_demo / "en4").glob("*.nc")}
+    assert sorted(en4) == ["201001", "201002"]
+    assert len(df) == patches.sizes["patch"] * (len(days) - 2)
+    for _, row in df.iterrows():
+        centre = np.datetime64(f"{str(row.date)[:4]}-{str(row.date)[4:6]}-{str(row.date)[6:]}")
+        p = patches.sel(patch=row.patch_id)
+        assert float(row.invalid_percentage) == pytest.approx(100 * float(p.invalid_fraction), abs=1e-6)
+        (ostia,) = (tiny_demo / "ostia").glob(f"{str(row.date)}120000-*.nc")
+        assert Path(row.ostia_file_path) == ostia
+        # Nearest snapshot in days from the centre day's noon; ties to the earlier one.
+        near = min(snapshots, key=lambda s: (abs((s - centre).astype(int) - 0.5), s))
+        assert str(row.matched_glorys_date) == str(near).replace("-", "")
+        assert Path(row.matched_glorys_file_path) == snapshots[near]
+        assert int(row.matched_glorys_abs_day_delta) == abs(int((near - centre).astype(int)))
+        assert row.argo_month_key == str(row.date)[:6]
+        window = [centre + np.timedelta64(k, "D") for k in (-1, 0, 1)]
+        months = sorted({str(d)[:7].replace("-", "") for d in window})
+        assert row.argo_file_path == "|".join(str(en4[m]) for m in months)
+        t = np.flatnonzero(np.isin(days, window))
+        tile = count[t][:, int(p.row0):int(p.row0) + 16, int(p.col0):int(p.col0) + 16]
+        assert row.argo_profile_count == int(tile.sum()) and row.argo_valid == int(tile.sum() > 0)
+    assert df.argo_profile_count.sum() > 0                           # not vacuous
+    assert df.argo_file_path.str.contains("|", regex=False).any()    # windows across the month boundary
+
+
+def test_source_columns_of_a_cube_without_input_days_are_missing():
+    from loaders.export import MISSING, SourceFiles, source_columns
+
+    old = SourceFiles([{"url": "/data/x.nc", "product": "ostia", "name": "x.nc", "size": 1, "checksum": "c"}])
+    days = np.array(["2010-01-01", "2010-01-02", "2010-01-03"], dtype="datetime64[D]")
+    rec = source_columns(old, days[1], days, np.array([], "datetime64[s]"), 0)
+    assert rec["ostia_file_path"] == rec["argo_file_path"] == rec["matched_glorys_file_path"] == MISSING
+    assert rec["argo_valid"] == 0 and rec["argo_month_key"] == "201001"
+
+
+def test_a_rejected_ostia_day_names_no_source_file(tiny_demo, tmp_path):
+    """An all-NaN OSTIA file is a reject (the day stays NaN): the manifest must not name it."""
+    from conftest import tiny_cube_config
+    from cube.build import build
+    from test_bad_inputs import _ostia_all_missing, demo_copy
+
+    demo = demo_copy(tiny_demo, tmp_path / "demo")
+    bad = _ostia_all_missing(demo)
+    cube = tmp_path / "cube.zarr"
+    report = build(tiny_cube_config(demo, cube), progress=False)
+    assert [(r["file"], r["reason"]) for r in report.rejects] == [(str(bad), "no_valid_data")]
+    export_geotiff(str(cube), tmp_path / "out", DatasetConfig(window_days=1), ExportOptions(min_observed_columns=0))
+    df = read_manifest(tmp_path / "out" / MANIFEST_NAME)
+    assert (df[df.date == 20100131].ostia_file_path == "__missing__").all()
+    others = df[df.date != 20100131]
+    assert all(Path(p).name.startswith(str(d)) for p, d in zip(others.ostia_file_path, others.date))

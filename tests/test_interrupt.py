@@ -27,6 +27,7 @@ import zarr
 from test_append_readers import add_days
 from test_bad_inputs import CASES, demo_copy
 from cube.build import build
+from cube.layout import decode_attrs
 from cube.config import load_cube_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,9 +105,9 @@ def run_child(config: Path, kill_when=None, timeout: float = 120.0) -> bool:
 def snapshot(path: Path) -> dict:
     """Everything a user can see of a cube, excluding the builder's private ``.build`` folder."""
     root = zarr.open_group(str(path), mode="r")
-    out = {"/": root.attrs.asdict()}
+    out = {}
     for name, group in [("", root), *root.groups()]:
-        out[f"{name}/"] = group.attrs.asdict()
+        out[f"{name}/"] = decode_attrs(group.attrs.asdict())
         for aname, arr in group.arrays():
             key = f"{name}/{aname}" if name else aname
             out[key] = (str(arr.dtype), arr.shape, arr.chunks, str(arr.fill_value), arr.attrs.asdict(), arr[...])

@@ -46,6 +46,7 @@ from cube.config import ChunkConfig, ComputeConfig, CubeConfig, InputsConfig
 from cube.demo import DemoSpec, write_demo
 from cube.constants import GLORYS_DEPTHS
 from cube.grid import CubeGrid
+from cube.layout import decode_attrs
 from cube.patches import PatchSpec
 from cube.rasterise import rasterise
 from cube.readers import read_en4
@@ -251,7 +252,7 @@ def bench_peer1(stream, order, demo: str, settings: BenchSettings, workers: int)
 def bench_peer2(stream, order, settings: BenchSettings, workers: int) -> dict:
 
 
-    patch_cfg = stream.reader.root["patches"].attrs.get("patch_config", {})
+    patch_cfg = decode_attrs(stream.reader.root["patches"].attrs.asdict()).get("patch_config", {})
     ds, index = xbatcher_dataset(stream.reader.url, stream.config.window, stream.reader.tile,
                                  patch_cfg.get("stride"), stream.config.target_bands)
     picks = []
