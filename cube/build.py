@@ -544,6 +544,7 @@ def build(cfg: CubeConfig, *, strict: bool | None = None, progress: bool | None 
     report.bytes_read = sum(f.size for f in files)
     report.inputs = [dataclasses.asdict(f) for f in files]
     try:
+        _refuse_foreign(final)  # before the lock too, so no lock file appears beside a refused path
         with store.BuildLock(final):
             _build_locked(cfg, files, report, strict, progress, scheduler, local_cluster, rebuild)
     except OSError as e:
@@ -560,9 +561,10 @@ def _output_path(output: str) -> str:
     return os.path.abspath(os.path.expanduser(str(output).removeprefix("file://")))
 
 
-def _existing_cube(final: str, rebuild: bool) -> dict | None:
-    """The root attributes of the cube at ``final`` (None when absent or ``rebuild``), after
-    checking that nothing there or at its staging names is someone else's."""
+def _refuse_foreign(final: str) -> str:
+    """``final``'s :func:`~cube.store.node_kind`, after checking that nothing there or at its
+    staging names is someone else's (OutputError otherwise). An empty folder counts as someone
+    else's at the final name (a folder the user made), as depthcube's leftover at ``.partial``."""
     kind = store.node_kind(final)
     if kind in ("foreign", "empty"):
         raise store.OutputError(f"{final} exists and is not a depthcube cube; depthcube never deletes or "
@@ -571,7 +573,12 @@ def _existing_cube(final: str, rebuild: bool) -> dict | None:
         if store.node_kind(final + suffix) == "foreign":
             raise store.OutputError(f"{final}{suffix} exists and was not made by depthcube, which {role} "
                                     f"there: move it away and run again")
-    if rebuild or kind == "absent":
+    return kind
+
+
+def _existing_cube(final: str, rebuild: bool) -> dict | None:
+    """The root attributes of the cube at ``final`` (None when absent or ``rebuild``)."""
+    if _refuse_foreign(final) == "absent" or rebuild:
         return None
     return store.open_root(final, mode="r").attrs.asdict()
 
