@@ -548,9 +548,17 @@ def build(cfg: CubeConfig, *, strict: bool | None = None, progress: bool | None 
         with store.BuildLock(final):
             _build_locked(cfg, files, report, strict, progress, scheduler, local_cluster, rebuild)
     except OSError as e:
-        raise store.OutputError(store.describe_os_error(e, final, report.staging)) from e
+        raise store.OutputError(store.describe_os_error(e, final, _work_kept(report.staging))) from e
     report.seconds = time.perf_counter() - t_start
     return report
+
+
+def _work_kept(staging: str) -> str | None:
+    """``staging`` if a failed build left its work there for a rerun to resume, else None."""
+    try:
+        return staging if store.node_kind(staging) in ("staging", "cube") else None
+    except OSError:
+        return None
 
 
 def _output_path(output: str) -> str:

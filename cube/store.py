@@ -399,17 +399,19 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def describe_os_error(e: OSError, output: str, target: str) -> str:
-    """One line for a filesystem failure while building ``output`` (staged at ``target``)."""
-    where = e.filename or target
-    if e.errno == errno.ENOSPC or e.errno == errno.EDQUOT:
-        return (f"no space left on the device writing {where}; the finished work is kept in {target}: "
-                f"free some space and run the same command again to resume")
+def describe_os_error(e: OSError, output: str, staging: str | None) -> str:
+    """One line for a filesystem failure while building ``output``; ``staging`` is where the
+    work done so far is kept (``<output>.partial``, or the cube for an append), None if nowhere."""
+    where = e.filename or staging or output
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        kept = (f"the finished work is kept in {staging}: free some space and run the same command again to resume"
+                if staging else "nothing was written: free some space and run again")
+        return f"no space left on the device writing {where}; {kept}"
     if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return f"cannot write {output}: {os.strerror(e.errno).lower()} ({where})"
-    if e.errno in (errno.ENOTDIR, errno.EEXIST) or isinstance(e, (NotADirectoryError, FileExistsError)):
+    if e.errno in (errno.ENOTDIR, errno.EEXIST):
         return f"cannot create {output}: a part of the path is a file, not a folder ({where})"
-    return f"cannot write {output}: {e.strerror or e} ({where})"
+    return f"{where}: {e.strerror or e}"
 
 
 class Journal:
