@@ -13,6 +13,10 @@ Plan of a build (each step names the layer it calls; this module imports no torc
 4. **publish**: patch index, attributes (config, version, inputs with checksums, rejects),
    consolidated metadata, then rename ``<cube>.partial`` -> ``<cube>``.
 
+Safety: the driver holds a lock on the output (``<cube>.lock``, :class:`cube.store.BuildLock`) for
+the whole build, and never deletes or replaces a path that is not a depthcube cube; replacing a
+cube it cannot update in place needs ``rebuild`` (see :func:`build`).
+
 Incremental: a finished cube records every input with its checksum. Re-running with the same
 inputs does nothing; new inputs that extend the daily axis are appended in place (only the
 affected chunks are recomputed, consolidated metadata rewritten last). An interrupted build keeps
@@ -571,8 +575,9 @@ def _output_path(output: str) -> str:
 
 def _refuse_foreign(final: str) -> str:
     """``final``'s :func:`~cube.store.node_kind`, after checking that nothing there or at its
-    staging names is someone else's (OutputError otherwise). An empty folder counts as someone
-    else's at the final name (a folder the user made), as depthcube's leftover at ``.partial``."""
+    staging names is someone else's (OutputError otherwise). An empty folder at the final name
+    counts as someone else's (a folder the user made); an empty ``.partial`` is a leftover of a
+    build killed as it began, and is reused."""
     kind = store.node_kind(final)
     if kind in ("foreign", "empty"):
         raise store.OutputError(f"{final} exists and is not a depthcube cube; depthcube never deletes or "

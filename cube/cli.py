@@ -1,8 +1,9 @@
 """``depthcube`` command line: demo, build, index, info (and train/bench/export/plot from later layers).
 
 Each subcommand's handler imports its layer lazily, so ``depthcube demo`` or ``build`` never
-imports torch. User errors (bad options, bad config, bad inputs in --strict mode) print one line
-``depthcube <cmd>: error: ...`` and exit 2; no traceback reaches the user for an input problem.
+imports torch. User errors (bad options, bad config, bad inputs in --strict mode, an output that
+is not a depthcube cube or is locked by another build, disk full, a read-only output) print one
+line ``depthcube <cmd>: error: ...`` and exit 2; no traceback reaches the user for these.
 """
 
 from __future__ import annotations
@@ -129,7 +130,9 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--strict", action="store_true", help="fail on the first bad input file instead of rejecting it")
     b.add_argument("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler address (default: local threads)")
     b.add_argument("--local-cluster", type=int, metavar="N", help="run on a dask LocalCluster of N worker processes")
-    b.add_argument("--rebuild", action="store_true", help="rebuild from scratch even if the cube is up to date")
+    b.add_argument("--rebuild", action="store_true",
+                   help="build from scratch and replace the existing cube (needed when it cannot be brought up to "
+                        "date in place); a path that is not a depthcube cube is never replaced")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     b.set_defaults(func=_build)
 
