@@ -13,6 +13,10 @@ Plan of a build (each step names the layer it calls; this module imports no torc
 4. **publish**: patch index, attributes (config, version, inputs with checksums, rejects),
    consolidated metadata, then rename ``<cube>.partial`` -> ``<cube>``.
 
+Safety: the driver holds a lock on the output (``<cube>.lock``, :class:`cube.store.BuildLock`) for
+the whole build, and never deletes or replaces a path that is not a depthcube cube; replacing a
+cube it cannot update in place needs ``rebuild`` (see :func:`build`).
+
 Incremental: a finished cube records every input with its checksum. Re-running with the same
 inputs does nothing; new inputs that extend the daily axis are appended in place (only the
 affected chunks are recomputed, consolidated metadata rewritten last). An interrupted build keeps
@@ -28,6 +32,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -40,7 +45,7 @@ import numpy as np
 from . import store
 from .config import CubeConfig, to_dict
 from .constants import GLORYS_DEPTHS
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .grid import CubeGrid
 from .layout import CONTRACT, decode_attrs
 
@@ -69,14 +74,20 @@ class InputFile:
         return f"{self.product}:{self.name}:{self.checksum}"
 
 
-def expand_inputs(cfg: CubeConfig) -> list[InputFile]:
-    """Every input file named by the config's globs/paths, sorted, with size and checksum."""
+def expand_inputs(cfg: CubeConfig, unmatched: list[str] | None = None) -> list[InputFile]:
+    """Every input file named by the config's globs/paths, sorted, with size and checksum.
+
+    A path without wildcards that does not exist raises ``InputError('not_found')``; a glob that
+    matches nothing is appended to ``unmatched`` as ``inputs.<product>: no file matches 'PATTERN'``.
+    """
     files = []
     for product in PRODUCTS:
         urls = set()
         for pattern in getattr(cfg.inputs, product):
             fs, path = fsspec.core.url_to_fs(pattern)
             matches = fs.glob(path) if any(c in path for c in "*?[") else [path]
+            if not matches and unmatched is not None:
+                unmatched.append(f"inputs.{product}: no file matches {pattern!r}")
             if not matches and not any(c in path for c in "*?["):
                 raise InputError(pattern, "not_found", "input file does not exist")
             protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
@@ -119,6 +130,9 @@ class BuildReport:
     status: str = "built"
     inputs: list[dict] = field(default_factory=list)
     rejects: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)   # good files this cube does not use (outside its days)
+    warnings: list[str] = field(default_factory=list)   # e.g. a glob that matches nothing
+    staging: str = ""                                   # where this build writes (``<cube>.partial`` or the cube)
     profiles_used: int = 0
     profiles_rejected: dict[str, int] = field(default_factory=dict)
     levels_rejected: int = 0
@@ -181,27 +195,29 @@ def scan(cfg: CubeConfig, files: list[InputFile], report: BuildReport, strict: b
     from . import readers
 
     ostia_days: dict[np.datetime64, InputFile] = {}
-    first_ostia = None
-    for f in by_product["ostia"]:
-        meta = guarded(f, lambda: readers.scan_ostia(f.url))
-        if meta is None:
-            continue
-        first_ostia = first_ostia or meta
+    ostia_meta = [(f, guarded(f, lambda: readers.scan_ostia(f.url))) for f in by_product["ostia"]]
+    ostia_meta = [(f, meta) for f, meta in ostia_meta if meta is not None]
+    grid = _choose_grid(cfg, ostia_meta[0][1] if ostia_meta else None)
+    for f, meta in ostia_meta:
         day = np.datetime64(meta["time"][0], "D")
         if day in ostia_days:
             guarded(f, lambda: _raise(InputError(f.url, "duplicate_time",
                                                  f"OSTIA day {day} is already provided by {ostia_days[day].name}")))
-            continue
-        ostia_days[day] = f
+        elif (outside := _outside_region(f, meta, grid)) is not None:
+            guarded(f, lambda: _raise(outside))
+        else:
+            ostia_days[day] = f
 
-    grid = _choose_grid(cfg, first_ostia)
     days = _daily_axis(cfg, ostia_days)
     index = {d: i for i, d in enumerate(days)}
     ostia_by_day = {index[d]: f for d, f in ostia_days.items() if d in index}
+    report.skipped += [{"file": f.url, "reason": "outside_time_range",
+                        "detail": f"day {d} is not in the cube's days {days[0]}..{days[-1]}"}
+                       for d, f in sorted(ostia_days.items()) if d not in index]
 
     glorys_entries = []
     seen_times: dict[np.datetime64, str] = {}
-    scanned = [(f, guarded(f, lambda: readers.scan_glorys(f.url, bbox=_bbox(grid)))) for f in by_product["glorys"]]
+    scanned = [(f, guarded(f, lambda: _scan_glorys(f, grid))) for f in by_product["glorys"]]
     scanned = [(f, meta) for f, meta in scanned if meta is not None]
     common = _common_lattice([meta for _, meta in scanned])
     for f, meta in scanned:
@@ -223,6 +239,35 @@ def scan(cfg: CubeConfig, files: list[InputFile], report: BuildReport, strict: b
     glorys_files = [(f, [tindex[t] for t in times]) for f, times in glorys_entries]
     profile_files = by_product["en4"] + by_product["argo"]
     return Plan(grid, days, ostia_by_day, glorys_times, glorys_files, profile_files)
+
+
+def _scan_glorys(f: InputFile, grid: CubeGrid) -> dict:
+    """The readers' GLORYS scan, after two checks of the file's axes against the cube: a grid,
+    not a point extract (``bad_grid``), and some overlap with the cube's region (``outside_region``)."""
+    from . import readers
+
+    meta = readers.scan_glorys(f.url)
+    if meta["lat"].size < 2 or meta["lon"].size < 2:
+        raise InputError(f.url, "bad_grid", f"a {meta['lat'].size} x {meta['lon'].size} point extract, not a grid "
+                                            f"(at least 2 x 2 cells are needed to regrid)")
+    outside = _outside_region(f, meta, grid)
+    if outside is not None:
+        raise outside
+    return readers.scan_glorys(f.url, bbox=_bbox(grid))
+
+
+def _outside_region(f: InputFile, meta: dict, grid: CubeGrid) -> InputError | None:
+    """``outside_region`` when the file's cells (centres +- half a step) miss the cube's region."""
+    from .readers.common import as_bbox
+
+    lat, lon = meta["lat"], meta["lon"]
+    half = [float(np.median(np.diff(a))) / 2 if a.size > 1 else 0.0 for a in (lat, lon)]
+    box = as_bbox(_bbox(grid))
+    if box.lat_near(lat, half[0]).any() and box.lon_near(lon, half[1]).any():
+        return None
+    return InputError(f.url, "outside_region",
+                      f"covers lat {lat.min():.4g}..{lat.max():.4g}, lon {lon.min():.4g}..{lon.max():.4g}; the cube is "
+                      f"lat {grid.lat_south:.4g}..{grid.lat_north:.4g}, lon {grid.lon_west:.4g}..{grid.lon_east:.4g}")
 
 
 def _lattice(meta: dict) -> tuple[float, float, float, float] | None:
@@ -291,6 +336,10 @@ def _daily_axis(cfg: CubeConfig, ostia_days: dict) -> np.ndarray:
         end = np.datetime64(cfg.time.end, "D") if cfg.time.end else max(ostia_days)
     else:
         raise InputError("config", "no_time_axis", "no time.start/end given and no readable OSTIA file to take the days from")
+    if end < start:
+        key, day = ("time.start", start) if cfg.time.start else ("time.end", end)
+        raise ConfigError(f"{key}: {day} leaves no day to build: the OSTIA files cover "
+                          f"{min(ostia_days)}..{max(ostia_days)}")
     return np.arange(start, end + np.timedelta64(1, "D"), dtype="datetime64[D]")
 
 
@@ -299,6 +348,15 @@ def _daily_axis(cfg: CubeConfig, ostia_days: dict) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 _REGRIDDERS: dict = {}
+
+
+def _regridded(f: InputFile, ds, var: str, grid: CubeGrid, index=0) -> np.ndarray:
+    """``ds[var].values[index]`` regridded onto the cube grid; a grid the regridder cannot use
+    raises InputError naming ``f`` (the regridder itself only knows the axes)."""
+    try:
+        return _regridder(ds["lat"].values, ds["lon"].values, grid)(ds[var].values[index])
+    except InputError as e:
+        raise InputError(f.url, e.reason, e.detail) from None
 
 
 def _regridder(src_lat, src_lon, grid: CubeGrid, method: str = "auto"):
@@ -320,12 +378,9 @@ def task_ostia(url: str, cfg: CubeConfig, grid: CubeGrid, t0: int, t1: int, file
     bbox = _bbox(grid)
     for t, f in files.items():
         try:
-            ds = _read("ostia", f, cfg, bbox=bbox)
+            block[t - t0] = _regridded(f, _read("ostia", f, cfg, bbox=bbox), "analysed_sst", grid)
         except InputError as e:
             rejects.append({"file": f.url, "reason": e.reason, "detail": e.detail})
-            continue
-        sst = ds["analysed_sst"].values[0]
-        block[t - t0] = _regridder(ds["lat"].values, ds["lon"].values, grid)(sst)
     store.open_root(url)["ostia/analysed_sst"][t0:t1] = block
     return {"rejects": rejects, "days_written": len(files) - len(rejects)}
 
@@ -334,12 +389,12 @@ def task_glorys(url: str, cfg: CubeConfig, grid: CubeGrid, f: InputFile, tindex:
     """Regrid every snapshot of one GLORYS file and write it at its index on the glorys time axis."""
     try:
         ds = _read("glorys", f, cfg, bbox=_bbox(grid))
+        snapshots = [_regridded(f, ds, "thetao", grid, k).astype(np.float32) for k in range(len(tindex))]
     except InputError as e:
         return {"rejects": [{"file": f.url, "reason": e.reason, "detail": e.detail}]}
     arr = store.open_root(url)["glorys/thetao"]
-    regrid = _regridder(ds["lat"].values, ds["lon"].values, grid)
-    for k, ti in enumerate(tindex):
-        arr[ti] = regrid(ds["thetao"].values[k]).astype(np.float32)
+    for ti, snapshot in zip(tindex, snapshots):
+        arr[ti] = snapshot
     return {"rejects": []}
 
 
@@ -347,10 +402,9 @@ def regrid_static(cfg: CubeConfig, grid: CubeGrid, plan: Plan, report: BuildRepo
     """``ocean_mask`` and ``bottom_level`` from the first readable GLORYS snapshot (else OSTIA land)."""
     for f, _ in plan.glorys_files:
         try:
-            ds = _read("glorys", f, cfg, bbox=_bbox(grid))
+            theta = _regridded(f, _read("glorys", f, cfg, bbox=_bbox(grid)), "thetao", grid)
         except InputError:
             continue
-        theta = _regridder(ds["lat"].values, ds["lon"].values, grid)(ds["thetao"].values[0])
         valid = np.isfinite(theta)
         # A column's valid levels are contiguous from the top; count them.
         bottom = np.cumprod(valid, axis=0).sum(axis=0).astype(np.int8)
@@ -467,26 +521,109 @@ def build(cfg: CubeConfig, *, strict: bool | None = None, progress: bool | None 
     """Build (or bring up to date) the cube described by ``cfg``. Returns a :class:`BuildReport`.
 
     Input problems never raise (the file goes to the reject list) unless ``strict``; then the
-    first bad file raises :class:`InputError` naming it, before anything is published.
+    first bad file raises :class:`InputError` naming it, before anything is published. With
+    ``strict``, an up-to-date cube whose ``rejects`` list is not empty raises for its first reject,
+    and a glob that matches nothing raises :class:`ConfigError` (otherwise it is a warning).
+
+    The output is never deleted or replaced unless it is a depthcube cube (:func:`cube.store.node_kind`):
+    anything else at ``cfg.output``, or at ``<output>.partial`` / ``<output>.old`` (the names a
+    build stages at and moves the old cube aside to), raises :class:`~cube.store.OutputError`
+    untouched. A cube that cannot be brought up to date in place (another config, a daily axis
+    that does not only grow) is replaced only with ``rebuild``. The whole build holds the
+    output's :class:`~cube.store.BuildLock`; filesystem failures (disk full, read-only, a path
+    under a file) raise OutputError with one line, leaving a staging folder a rerun resumes.
     """
     t_start = time.perf_counter()
     strict = cfg.strict if strict is None else strict
     progress = cfg.compute.progress if progress is None else progress
-    final = cfg.output
-    report = BuildReport(output=final)
-    files = expand_inputs(cfg)
+    final = _output_path(cfg.output)
+    report = BuildReport(output=final, staging=final + ".partial")
+    unmatched: list[str] = []
+    files = expand_inputs(cfg, unmatched)
+    if unmatched and strict:
+        raise ConfigError(unmatched[0])
+    report.warnings += unmatched
+    for line in unmatched:
+        log.warning(line)
     report.bytes_read = sum(f.size for f in files)
     report.inputs = [dataclasses.asdict(f) for f in files]
+    try:
+        _refuse_foreign(final)  # before the lock too, so no lock file appears beside a refused path
+        with store.BuildLock(final):
+            _build_locked(cfg, files, report, strict, progress, scheduler, local_cluster, rebuild)
+    except OSError as e:
+        raise store.OutputError(store.describe_os_error(e, final, _work_kept(report.staging))) from e
+    report.seconds = time.perf_counter() - t_start
+    return report
 
-    existing = None if rebuild or not store.exists(final) else decode_attrs(store.open_root(final, mode="r").attrs.asdict())
+
+def _work_kept(staging: str) -> str | None:
+    """``staging`` if a failed build left its work there for a rerun to resume, else None."""
+    try:
+        return staging if store.node_kind(staging) in ("staging", "cube") else None
+    except OSError:
+        return None
+
+
+def _output_path(output: str) -> str:
+    """The output as the build addresses it: local paths absolute (``-o .`` is the current folder,
+    not ``./..partial``), URLs as given, without a trailing slash."""
+    if store.is_remote(output):
+        return str(output).rstrip("/")
+    return os.path.abspath(os.path.expanduser(str(output).removeprefix("file://")))
+
+
+def _refuse_foreign(final: str) -> str:
+    """``final``'s :func:`~cube.store.node_kind`, after checking that nothing there or at its
+    staging names is someone else's (OutputError otherwise). An empty folder at the final name
+    counts as someone else's (a folder the user made); an empty ``.partial`` is a leftover of a
+    build killed as it began, and is reused."""
+    kind = store.node_kind(final)
+    if kind in ("foreign", "empty"):
+        raise store.OutputError(f"{final} exists and is not a depthcube cube; depthcube never deletes or "
+                                f"replaces it: give another output path (-o)")
+    for suffix, role in ((".partial", "stages a new cube"), (".old", "moves the old cube aside")):
+        if store.node_kind(final + suffix) == "foreign":
+            raise store.OutputError(f"{final}{suffix} exists and was not made by depthcube, which {role} "
+                                    f"there: move it away and run again")
+    return kind
+
+
+def _existing_cube(final: str, rebuild: bool) -> dict | None:
+    """The root attributes of the cube at ``final`` (None when absent or ``rebuild``)."""
+    if _refuse_foreign(final) == "absent" or rebuild:
+        return None
+    return decode_attrs(store.open_root(final, mode="r").attrs.asdict())
+
+
+def _check_strict_rejects(attrs: dict):
+    """``--strict`` on an up-to-date cube: the bad inputs it lists still fail the build."""
+    rejects = attrs.get("rejects", [])
+    if rejects:
+        r = rejects[0]
+        raise InputError(r["file"], r["reason"], f"{r.get('detail') or ''} (a reject of the up-to-date cube; "
+                                                 f"{len(rejects)} in all)".lstrip())
+
+
+def _build_locked(cfg: CubeConfig, files: list[InputFile], report: BuildReport, strict: bool, progress: bool,
+                  scheduler: str | None, local_cluster: int | None, rebuild: bool):
+    """The build proper, under the output's lock; fills ``report``."""
+    final = report.output
+    existing = _existing_cube(final, rebuild)
     if existing is not None and _same_build(existing, cfg, files):
+        if strict:
+            _check_strict_rejects(existing)
         report.status = "up to date"
-        report.seconds = time.perf_counter() - t_start
-        return report
+        return
 
     plan = scan(cfg, files, report, strict)
-    append = existing is not None and _can_append(existing, cfg, plan)
-    target = final if append else str(final).rstrip("/") + ".partial"
+    why_not = None if existing is None else _why_not_append(existing, cfg, plan)
+    if why_not is not None:
+        raise store.OutputError(f"{final} holds a depthcube cube that cannot be brought up to date in place "
+                                f"({why_not}); run again with --rebuild to replace it")
+    append = existing is not None
+    target = final if append else report.staging
+    report.staging = target
     journal = store.Journal(target) if (append or (store.exists(target) and not rebuild)) else None
     if journal is not None and not append and journal.entries.get("__plan__", {}).get("fingerprint") != _fingerprint(cfg, files, plan):
         journal = None  # a stale staging folder from another plan: start again
@@ -527,8 +664,6 @@ def build(cfg: CubeConfig, *, strict: bool | None = None, progress: bool | None 
         report.status = "built"
     else:
         report.status = "appended"
-    report.seconds = time.perf_counter() - t_start
-    return report
 
 
 def _fingerprint(cfg: CubeConfig, files: list[InputFile], plan: Plan) -> str:
@@ -549,15 +684,20 @@ def _portable(cfg: CubeConfig) -> CubeConfig:
     return dataclasses.replace(cfg, inputs=type(cfg.inputs)(), compute=type(cfg.compute)())
 
 
-def _can_append(attrs: dict, cfg: CubeConfig, plan: Plan) -> bool:
-    """An existing cube can be grown in place when only inputs changed and the axes only grew."""
+def _why_not_append(attrs: dict, cfg: CubeConfig, plan: Plan) -> str | None:
+    """None when an existing cube can be grown in place (only inputs changed and the axes only
+    grew), else why not, in a few words."""
     old = attrs.get("build", {})
-    if attrs.get("status") != "complete" or old.get("config") != json.loads(json.dumps(to_dict(_portable(cfg)))):
-        return False
-    if old.get("grid") != plan.grid.to_dict() or str(plan.days[0]) != old.get("start"):
-        return False
     old_glorys = np.array(old.get("glorys_times", []), dtype="datetime64[s]")
-    return len(plan.days) >= old.get("n_days", 0) and np.array_equal(plan.glorys_times[: len(old_glorys)], old_glorys)
+    checks = (
+        (attrs.get("status") == "complete", f"its status is {attrs.get('status')!r}"),
+        (old.get("config") == json.loads(json.dumps(to_dict(_portable(cfg)))), "the build config changed"),
+        (old.get("grid") == plan.grid.to_dict(), "the grid changed"),
+        (str(plan.days[0]) == old.get("start"), f"the first day moves from {old.get('start')} to {plan.days[0]}"),
+        (len(plan.days) >= old.get("n_days", 0), f"the days shrink from {old.get('n_days')} to {len(plan.days)}"),
+        (np.array_equal(plan.glorys_times[: len(old_glorys)], old_glorys), "the GLORYS snapshot times changed"),
+    )
+    return next((why for ok, why in checks if not ok), None)
 
 
 def _grow(target: str, attrs: dict, plan: Plan):

@@ -1,14 +1,16 @@
 """``depthcube`` command line: demo, build, index, info, download (and train/bench/export/plot from later layers).
 
 Each subcommand's handler imports its layer lazily, so ``depthcube demo`` or ``build`` never
-imports torch. User errors (bad options, bad config, bad inputs in --strict mode) print one line
-``depthcube <cmd>: error: ...`` and exit 2; no traceback reaches the user for an input problem.
+imports torch. User errors (bad options, bad config, bad inputs in --strict mode, an output that
+is not a depthcube cube or is locked by another build, disk full, a read-only output) print one
+line ``depthcube <cmd>: error: ...`` and exit 2; no traceback reaches the user for these.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 
 from .errors import DepthcubeError
@@ -57,8 +59,11 @@ def _build(args) -> int:
                    scheduler=args.scheduler, local_cluster=args.local_cluster, rebuild=args.rebuild)
     print(f"{report.status}: {report.output} in {report.seconds:.1f} s "
           f"({report.tasks_run} tasks run, {report.tasks_skipped} skipped, {report.bytes_read / 1e6:.1f} MB of inputs)")
-    for r in report.rejects:
-        print(f"  rejected {r['file']}: {r['reason']}" + (f" ({r['detail']})" if r.get("detail") else ""))
+    for line in report.warnings:
+        print(f"  warning: {line}")
+    for verb, entries in (("rejected", report.rejects), ("skipped", report.skipped)):
+        for r in entries:
+            print(f"  {verb} {r['file']}: {r['reason']}" + (f" ({r['detail']})" if r.get("detail") else ""))
     if not args.quiet:
         print(describe(open_cube(report.output), report.output))
     return 0
@@ -159,7 +164,9 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--strict", action="store_true", help="fail on the first bad input file instead of rejecting it")
     b.add_argument("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler address (default: local threads)")
     b.add_argument("--local-cluster", type=int, metavar="N", help="run on a dask LocalCluster of N worker processes")
-    b.add_argument("--rebuild", action="store_true", help="rebuild from scratch even if the cube is up to date")
+    b.add_argument("--rebuild", action="store_true",
+                   help="build from scratch and replace the existing cube (needed when it cannot be brought up to "
+                        "date in place); a path that is not a depthcube cube is never replaced")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     b.set_defaults(func=_build)
 
@@ -220,9 +227,26 @@ def _later_layers():
     return out
 
 
+#: Options whose value may start with '-' (a negative number): ``--region -6.4,-3,10,12``.
+_NEGATIVE_VALUE_OPTIONS = ("--region",)
+_NUMBERS = re.compile(r"^-?\d*\.?\d+(e[-+]?\d+)?(,-?\d*\.?\d+(e[-+]?\d+)?)*$", re.IGNORECASE)
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """``--region -6.4,...`` as ``--region=-6.4,...``: argparse reads a value starting with '-'
+    (other than one plain negative number) as an option and fails with 'expected one argument'."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in _NEGATIVE_VALUE_OPTIONS and _NUMBERS.match(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_negative_values(sys.argv[1:] if argv is None else list(argv)))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -157,8 +157,8 @@ def _tile_starts(grid: CubeGrid, spec: PatchSpec) -> tuple[np.ndarray, np.ndarra
     """Start rows and columns of the tile grid (only full tiles; columns wrap on a global grid)."""
     t, s = spec.tile_size, spec.step
     if t > grid.nlat or t > grid.nlon:
-        raise ValueError(f"a tile of {t} x {t} cells does not fit the {grid.nlat} x {grid.nlon} cube grid; "
-                         f"lower PatchSpec.tile_size")
+        raise ValueError(f"patches.tile_size: a tile of {t} x {t} cells does not fit the {grid.nlat} x {grid.nlon} "
+                         f"cube grid; lower it")
     rows = np.arange(0, grid.nlat - t + 1, s, dtype=np.int64)
     if grid.is_global_lon:
         cols = np.arange(grid.nlon // s, dtype=np.int64) * s

@@ -28,8 +28,11 @@ Visibility rules (what a concurrent reader sees):
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import socket
+import time
 from pathlib import Path
 
 import fsspec
@@ -37,8 +40,9 @@ import numpy as np
 import zarr
 
 from .config import ChunkConfig, CompressionConfig
-from .layout import (BOUNDS_DIM, VARIABLES, VariableSpec, array_compressors, cell_bounds, coordinate_attrs, encode_attrs,
-                     group_attrs)
+from .errors import DepthcubeError
+from .layout import (BOUNDS_DIM, CONTRACT, VARIABLES, VariableSpec, array_compressors, cell_bounds, coordinate_attrs,
+                     encode_attrs, group_attrs)
 from .layout import json_default as _json_default
 
 TIME_UNITS_DAYS = "days since 1950-01-01"
@@ -203,12 +207,16 @@ def publish(staging: str, final: str):
     """Move a complete staged cube to its final name.
 
     Local: ``os.replace`` of the directory (atomic when the final name does not exist; an old cube
-    is first renamed aside, so the final name is never partial). Remote: fsspec move (copy +
-    delete on object stores, which have no rename; the staging prefix is only deleted afterwards).
+    is first renamed aside to ``<final>.old``, so the final name is never partial). Remote: fsspec
+    move (copy + delete on object stores, which have no rename; the staging prefix is only deleted
+    afterwards). The caller holds the :class:`BuildLock` and has checked that ``final`` and
+    ``<final>.old`` are absent or depthcube's (a leftover ``.old`` of a killed publish is removed).
     """
     if not is_remote(final) and not is_remote(staging):
         final_p = Path(final.removeprefix("file://"))
         old = final_p.with_name(final_p.name + ".old")
+        if old.exists():
+            fsspec.filesystem("file").rm(str(old), recursive=True)
         if final_p.exists():
             os.replace(final_p, old)
         os.replace(Path(staging.removeprefix("file://")), final_p)
@@ -224,9 +232,193 @@ def publish(staging: str, final: str):
 
 
 def remove(url: str):
+    """Delete a cube or staging folder depthcube made (callers check :func:`node_kind` first)."""
     fs, path = fs_and_path(url)
     if fs.exists(path):
         fs.rm(path, recursive=True)
+
+
+# --------------------------------------------------------------------------------------------
+# What an output path holds, and the build lock
+# --------------------------------------------------------------------------------------------
+
+
+class OutputError(DepthcubeError, ValueError):
+    """The output path cannot be written as asked; the message names it and says what to do."""
+
+
+class BuildLockedError(OutputError):
+    """Another live build holds the output's lock."""
+
+
+def node_kind(url: str) -> str:
+    """What ``url`` holds: ``"absent"``; ``"empty"`` (an empty folder); ``"cube"`` (a finished
+    depthcube cube); ``"staging"`` (a cube depthcube began and did not finish); ``"foreign"``
+    (anything else: a file, a folder of other things, another program's Zarr store).
+
+    A path is depthcube's when its root ``zarr.json`` is a Zarr v3 group whose ``contract``
+    attribute is depthcube's (:data:`cube.layout.CONTRACT`), written the moment a build creates
+    the cube; ``status: complete`` marks a finished one.
+    """
+    fs, path = fs_and_path(url)
+    path = path.rstrip("/")
+    if not (os.path.lexists(path) if not is_remote(url) else fs.exists(path)):
+        return "absent"
+    if fs.isdir(path) and not fs.exists(f"{path}/zarr.json"):
+        return "empty" if not fs.ls(path) else "foreign"
+    try:
+        doc = json.loads(fs.cat_file(f"{path}/zarr.json"))
+    except (OSError, ValueError):
+        return "foreign"
+    attrs = doc.get("attributes", {}) if isinstance(doc, dict) else {}
+    if doc.get("node_type") != "group" or attrs.get("contract") != CONTRACT:
+        return "foreign"
+    return "cube" if attrs.get("status") == "complete" else "staging"
+
+
+def lock_url(output: str) -> str:
+    """Where the build lock of ``output`` lives: ``<output>.lock``, beside it (not inside: a new
+    cube is staged under another name and renamed, and the lock must cover both names)."""
+    return str(output).rstrip("/") + ".lock"
+
+
+#: A lock object on a remote store older than this, from another host, counts as abandoned.
+REMOTE_LOCK_STALE_S = 24 * 3600
+
+
+class BuildLock:
+    """Exclusive right to write one output (the cube, its ``.partial`` and ``.old`` names).
+
+    Local filesystem: ``fcntl.flock`` on ``<output>.lock`` holding the owner's pid. The kernel
+    drops the lock when its process dies (even by SIGKILL), so a stale file from a dead build
+    never blocks: the next build takes it. Remote fsspec stores have no lock primitive: the lock
+    is an object ``<output>.lock`` holding pid, host and start time, written then read back
+    (two builds starting within the same instant can both win). It counts as stale when its
+    host is this one and its pid is dead, or when it is older than :data:`REMOTE_LOCK_STALE_S`
+    from another host; delete the object by hand to clear a lock from a crashed remote build.
+    A live holder makes :meth:`acquire` raise :class:`BuildLockedError`:
+    ``another build (pid N) is writing OUTPUT``.
+    """
+
+    def __init__(self, output: str):
+        self.output = str(output)
+        self.url = lock_url(output)
+        self._fd: int | None = None
+        self._token: dict | None = None
+
+    def __enter__(self) -> "BuildLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+    def acquire(self):
+        if is_remote(self.url):
+            self._acquire_remote()
+        else:
+            self._acquire_local()
+
+    def _locked(self, owner: dict) -> BuildLockedError:
+        host = f" on {owner['host']}" if owner.get("host") not in (None, socket.gethostname()) else ""
+        return BuildLockedError(f"another build (pid {owner.get('pid', '?')}{host}) is writing {self.output}; "
+                                f"wait for it to finish")
+
+    def _acquire_local(self):
+        import fcntl
+
+        path = self.url.removeprefix("file://")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = _parse_owner(os.pread(fd, 4096, 0))
+                os.close(fd)
+                raise self._locked(owner) from None
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False  # the holder released (unlinked) it between our open and flock
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(_owner()).encode(), 0)
+        self._fd = fd
+
+    def _acquire_remote(self):
+        fs, path = fs_and_path(self.url)
+        if fs.exists(path):
+            owner = _parse_owner(fs.cat_file(path))
+            if not _remote_owner_stale(owner):
+                raise self._locked(owner)
+        self._token = _owner()
+        fs.pipe_file(path, json.dumps(self._token).encode())
+        if _parse_owner(fs.cat_file(path)) != self._token:
+            raise self._locked(_parse_owner(fs.cat_file(path)))
+
+    def release(self):
+        if self._fd is not None:
+            path = self.url.removeprefix("file://")
+            try:
+                os.unlink(path)  # while still holding it: a waiting opener sees a new inode
+            except FileNotFoundError:
+                pass
+            os.close(self._fd)
+            self._fd = None
+        elif self._token is not None:
+            fs, path = fs_and_path(self.url)
+            try:
+                if _parse_owner(fs.cat_file(path)) == self._token:
+                    fs.rm(path)
+            except FileNotFoundError:
+                pass
+            self._token = None
+
+
+def _owner() -> dict:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": round(time.time(), 3)}
+
+
+def _parse_owner(data: bytes) -> dict:
+    try:
+        owner = json.loads(data)
+        return owner if isinstance(owner, dict) else {}
+    except ValueError:
+        return {}
+
+
+def _remote_owner_stale(owner: dict) -> bool:
+    if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
+        return not _pid_alive(owner["pid"])
+    return time.time() - float(owner.get("started", 0)) > REMOTE_LOCK_STALE_S
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def describe_os_error(e: OSError, output: str, staging: str | None) -> str:
+    """One line for a filesystem failure while building ``output``; ``staging`` is where the
+    work done so far is kept (``<output>.partial``, or the cube for an append), None if nowhere."""
+    where = e.filename or staging or output
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        kept = (f"the finished work is kept in {staging}: free some space and run the same command again to resume"
+                if staging else "nothing was written: free some space and run again")
+        return f"no space left on the device writing {where}; {kept}"
+    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"cannot write {output}: {os.strerror(e.errno).lower()} ({where})"
+    if e.errno in (errno.ENOTDIR, errno.EEXIST):
+        return f"cannot create {output}: a part of the path is a file, not a folder ({where})"
+    return f"{where}: {e.strerror or e}"
 
 
 class Journal:

@@ -51,7 +51,7 @@ def stretched(fn):
 for name in ("task_ostia", "task_glorys", "task_profiles_a", "task_profiles_b", "_finish"):
     setattr(builder, name, stretched(getattr(builder, name)))
 store.publish = stretched(store.publish)
-report = builder.build(load_cube_config(sys.argv[1]), progress=False)
+report = builder.build(load_cube_config(sys.argv[1]), progress=False, rebuild="--rebuild" in sys.argv[3:])
 print(report.status)
 """
 
@@ -79,9 +79,10 @@ def root_status(cube: Path) -> str | None:
         return None
 
 
-def run_child(config: Path, kill_when=None, timeout: float = 120.0) -> bool:
+def run_child(config: Path, kill_when=None, timeout: float = 120.0, rebuild: bool = False) -> bool:
     """Run a build in a child process; SIGKILL it as soon as ``kill_when()`` is true. True if killed."""
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(config), str(DELAY)], cwd=REPO,
+    flags = ["--rebuild"] if rebuild else []
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(config), str(DELAY), *flags], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + timeout
     try:
@@ -174,8 +175,8 @@ def redate_copy(src: Path, days: int) -> Path:
 
 
 def test_sigkilled_rebuild_never_shows_a_partial_cube(demo, tmp_path):
-    """A rebuild over an existing cube (a new first day moves the daily axis: no append) killed at
-    several stages: the final name holds the old complete cube or nothing, then the new cube."""
+    """A rebuild (``--rebuild``: a new first day moves the daily axis, so no append) over an existing
+    cube killed at several stages: the final name holds the old complete cube or nothing, then the new cube."""
     cube, partial = tmp_path / "cube.zarr", tmp_path / "cube.zarr.partial"
     config = write_config(demo, cube)
     build(load_cube_config(config), progress=False)
@@ -193,10 +194,10 @@ def test_sigkilled_rebuild_never_shows_a_partial_cube(demo, tmp_path):
         return False
 
     for when in (lambda: journal_lines(partial) >= 4, lambda: root_status(partial) == "complete"):
-        assert run_child(config, lambda: final_name_is_whole() or when())
+        assert run_child(config, lambda: final_name_is_whole() or when(), rebuild=True)
         if cube.exists():
             assert_same_snapshot(snapshot(cube), old)
-    assert not run_child(config, final_name_is_whole)
+    assert not run_child(config, final_name_is_whole, rebuild=True)
     assert_same_snapshot(snapshot(cube), expected)
 
 
