@@ -201,6 +201,8 @@ class CubeStream(IterableDataset):
         return (info.id, info.num_workers) if info else (0, 0)
 
     def __iter__(self):
+        """One pass (one epoch) of this process's shard. The pass starts at the first ``next()``,
+        so an iterator made and dropped unused (torchdata does that) uses up no epoch."""
         (rank, world), (worker, num_workers) = self._dist(), self._worker()
         epoch, resume = self._start_pass()
         workers = max(num_workers, 1)
@@ -209,11 +211,7 @@ class CubeStream(IterableDataset):
             self._check_layout(resume, world, num_workers)
             start = int(resume["consumed"].get(shard, 0))
         indices = self.shard_indices(epoch, rank, world, worker, workers)
-        self._pass = {"epoch": epoch, "shard": shard, "position": start, "num_workers": num_workers}
-        return self._yield(indices, shard, start, self._pass)
-
-    def _yield(self, indices: np.ndarray, shard: int, start: int, progress: dict):
-        epoch = progress["epoch"]
+        progress = self._pass = {"epoch": epoch, "shard": shard, "position": start, "num_workers": num_workers}
         for position in range(start, len(indices)):
             sample = self._sample_or_skip(int(indices[position]), epoch, shard, position)
             progress["position"] = position + 1  # before the yield: a snapshot taken now counts it
