@@ -1,18 +1,20 @@
-"""Data module: train/val streams over the cube's patch-index splits and the DataLoader settings
+"""Data modules: train/val streams over the cube's patch-index splits and the DataLoader settings
 that keep a GPU fed (REFERENCE.md 8.1, DESIGN.md 6).
 
-* train: ``CubeStream(split=train, shuffle=True)`` through :class:`TrainLoader` (a
-  ``loaders.StreamLoader`` that tracks consumption for mid-epoch resume), ``pin_memory`` on CUDA,
+* train: ``CubeStream(split=train, shuffle=True)`` through :class:`TrainLoader`, a torchdata
+  ``StatefulDataLoader`` (its ``state_dict`` is the position of every worker, taken inside the
+  workers, so a checkpoint resumes mid-epoch exactly), ``pin_memory`` on CUDA,
   ``persistent_workers`` and ``prefetch_factor`` when there are workers;
-* val: ``CubeStream(split=val, shuffle=False)`` through a plain DataLoader (no consumption
-  tracking: every validation pass starts from the first window);
+* val: ``CubeStream(split=val, shuffle=False)`` through a plain DataLoader (every validation pass
+  starts from the first window, same windows and corruption every pass);
+* :class:`CubeDataModule`: the same as a ``lightning.LightningDataModule``;
 * :func:`to_device` moves a batch with ``non_blocking=True`` (overlaps the copy with compute when
   the batch is pinned).
 
-Why :class:`TrainLoader` is more than ``StreamLoader``: with ``persistent_workers`` each worker
-keeps its own copy of the stream, so ``stream.set_epoch`` in the main process would never reach
-it and every epoch would repeat epoch 0's order and corruption. The epoch therefore travels in a
-shared-memory tensor that each worker reads when its iterator restarts.
+Epochs need nothing here: ``CubeStream.set_epoch`` reaches persistent workers by itself, and
+each pass over the stream starts the next epoch when nobody calls it (Lightning does not).
+Under DDP each rank's stream takes its rank from the process group and yields as many samples
+and batches as every other rank.
 """
 
 from __future__ import annotations
@@ -21,48 +23,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from loaders.config import DatasetConfig, load_dataset_config
-from loaders.stream import CubeStream, StreamLoader
+from loaders.stream import CubeStream
 
 from .config import LoaderConfig, TrainConfig
 
 
-class _EpochSynced(IterableDataset):
-    """Wraps a CubeStream; ``shared_epoch`` (shared memory) reaches persistent workers."""
+class TrainLoader(StatefulDataLoader):
+    """``StatefulDataLoader`` over a :class:`CubeStream` whose ``len()`` is the exact number of
+    batches this rank yields per epoch (each worker batches its own shard), which Lightning uses
+    to decide when an epoch is over."""
 
-    def __init__(self, stream: CubeStream):
-        super().__init__()
+    def __init__(self, stream: CubeStream, **kwargs):
+        super().__init__(stream, **kwargs)
         self.stream = stream
-        self.shared_epoch = torch.full((), stream.epoch, dtype=torch.int64).share_memory_()
 
-    def __iter__(self):
-        self.stream.set_epoch(int(self.shared_epoch))
-        return iter(self.stream)
-
-
-class TrainLoader(StreamLoader):
-    """``StreamLoader`` whose :meth:`set_epoch` also reaches persistent DataLoader workers.
-
-    Call ``set_epoch(e)`` before iterating epoch ``e`` and ``commit()`` after each optimiser step;
-    ``state_dict()`` / ``load_state_dict()`` are the stream's (epoch + samples consumed per shard).
-    Load a state before the first iteration (workers copy the stream when they start).
-    """
-
-    def __init__(self, stream: CubeStream, **dataloader_kwargs):
-        super().__init__(stream, **dataloader_kwargs)
-        self.synced = _EpochSynced(stream)
-        self.loader = DataLoader(self.synced, **dataloader_kwargs)
+    def __len__(self) -> int:
+        return self.stream.num_batches(self.batch_size or 1, self.num_workers, self.drop_last)
 
     def set_epoch(self, epoch: int) -> None:
-        """Start epoch ``epoch`` in this process and in every (persistent) worker."""
+        """Pin the next pass to ``epoch`` (in every worker)."""
         self.stream.set_epoch(epoch)
-        self.synced.shared_epoch.fill_(int(epoch))
-
-    def load_state_dict(self, state: dict) -> None:
-        self.stream.load_state_dict(state)
-        self.synced.shared_epoch.fill_(self.stream.epoch)
 
 
 @dataclass
@@ -107,7 +91,7 @@ class DataModule:
         return kwargs
 
     def train_loader(self, stream: CubeStream | None = None) -> TrainLoader:
-        """Shuffled, resumable loader over the train split."""
+        """Shuffled, resumable loader over the train split (a StatefulDataLoader)."""
         return TrainLoader(stream or self.stream(self.train_split, shuffle=True), **self.loader_kwargs(True))
 
     def val_loader(self) -> DataLoader:
