@@ -104,3 +104,38 @@ def to_device(batch: dict, device: torch.device) -> dict:
     non_blocking = device.type == "cuda"
     return {k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
             for k, v in batch.items()}
+
+
+def _lightning_base():
+    import lightning
+
+    return lightning.LightningDataModule
+
+
+class CubeDataModule(_lightning_base()):
+    """The cube's train/val streams as a ``lightning.LightningDataModule``.
+
+    ``CubeDataModule("data/cube.zarr", "configs/dataset.yaml", preset="argo_real", batch_size=32,
+    num_workers=4)`` (or a :class:`DatasetConfig` instead of the YAML path). ``train_dataloader``
+    is a :class:`TrainLoader` (torchdata ``StatefulDataLoader``): Lightning stores its state in
+    every checkpoint and restores it, so ``fit(ckpt_path=...)`` from a mid-epoch checkpoint
+    resumes the data position too. Each epoch Lightning starts is a new pass over the stream,
+    hence a new shuffle and new corruption draws. Other keyword arguments are
+    :class:`LoaderConfig` fields (``prefetch_factor``, ``persistent_workers``, ``cache_mb`` ...).
+    """
+
+    def __init__(self, cube: str, dataset_config: DatasetConfig | str | Path = "configs/dataset.yaml", *,
+                 preset: str | None = None, batch_size: int = 8, num_workers: int = 0,
+                 train_split: str = "train", val_split: str = "val", **loader_options):
+        super().__init__()
+        if not isinstance(dataset_config, DatasetConfig):
+            dataset_config = load_dataset_config(dataset_config, preset)
+        loader = LoaderConfig(batch_size=batch_size, num_workers=num_workers, **loader_options)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.data = DataModule(str(cube), dataset_config, loader, device, train_split, val_split)
+
+    def train_dataloader(self) -> TrainLoader:
+        return self.data.train_loader()
+
+    def val_dataloader(self) -> DataLoader:
+        return self.data.val_loader()
