@@ -19,6 +19,7 @@ and batches as every other rank.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +39,9 @@ class TrainLoader(StatefulDataLoader):
     to decide when an epoch is over."""
 
     def __init__(self, stream: CubeStream, **kwargs):
-        super().__init__(stream, **kwargs)
+        with warnings.catch_warnings():  # torchdata 0.11 calls a deprecated torch API on every loader
+            warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
+            super().__init__(stream, **kwargs)
         self.stream = stream
 
     def __len__(self) -> int:
