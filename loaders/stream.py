@@ -77,6 +77,11 @@ class SampleError(RuntimeError):
 
 
 class CubeStream(IterableDataset):
+    """The samples of one split of a cube as a torch ``IterableDataset`` (order, sharding, epochs
+    and resume: see the module docstring). ``rank``/``world_size`` default to the
+    ``torch.distributed`` process group; ``drop_last=True`` cuts the ranks to equal size instead
+    of padding them."""
+
     def __init__(self, cube: str, config: DatasetConfig | None = None, split: str = "train", *,
                  shuffle: bool = True, rank: int | None = None, world_size: int | None = None,
                  drop_last: bool = False, cache_bytes: int = 256 * 2**20, storage_options: dict | None = None):
