@@ -36,6 +36,8 @@ class Dist:
     def init(self, device: torch.device) -> None:
         """Join the process group: nccl on CUDA, gloo on CPU (a no-op without DDP)."""
         if self.enabled and not dist.is_initialized():
+            if device.type == "cuda":
+                torch.cuda.set_device(device)  # nccl collectives (all_gather_object too) use the current GPU
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
     def device(self, device: torch.device) -> torch.device:
