@@ -153,3 +153,14 @@ def test_resuming_a_different_layout_cube_or_split_names_what_differs(analytic, 
     other.load_state_dict(state)
     with pytest.raises(ValueError, match="saved with world size 1 and 0 workers per rank, this run has world size 1 and 2"):
         list(DataLoader(other, batch_size=3, num_workers=2, timeout=120))
+
+
+def test_stream_loader_second_pass_is_a_whole_new_epoch(analytic):
+    """Issue 11: under Lightning (no set_epoch) a second pass of StreamLoader yielded 0 batches."""
+    stream = CubeStream(analytic, _cfg(), split="val")
+    loader = StreamLoader(stream, batch_size=4, num_workers=2, persistent_workers=True, timeout=120)
+    n = len(stream)
+    for expected in (0, 1):
+        epochs, ids = _epoch_of(loader)
+        assert epochs == Counter({expected: n}) and sorted(ids) == list(range(n))
+        assert loader.skipped == 0 and len(loader) == stream.num_batches(4, 2)
