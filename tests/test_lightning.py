@@ -65,3 +65,29 @@ def test_two_lightning_epochs_differ_and_a_mid_epoch_checkpoint_resumes_the_data
     resumed = Recorder()
     _trainer(limit_val_batches=0).fit(resumed, datamodule=dm(), ckpt_path=ckpt)
     assert resumed.seen == ref.seen[4 * 4:]                                          # after the 4 saved steps
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_checkpoint_at_the_end_of_an_epoch_resumes_with_a_new_epoch(cube, tmp_path, workers):
+    """Without the data module's state the resumed epoch replayed stream epoch 0 (same order and
+    corruption): the loader state of a finished epoch holds no position."""
+    def dm():
+        return CubeDataModule(str(cube), CFG, batch_size=4, num_workers=workers, train_split="val",
+                              persistent_workers=bool(workers))
+
+    first = Recorder()
+    trainer = _trainer(limit_val_batches=0)
+    trainer.fit_loop.max_epochs = 1
+    trainer.fit(first, datamodule=dm())
+    trainer.save_checkpoint(tmp_path / "end.ckpt")
+    resumed = Recorder()
+    _trainer(limit_val_batches=0).fit(resumed, datamodule=dm(), ckpt_path=tmp_path / "end.ckpt")
+    epochs = {e for (_, e, _) in resumed.seen}
+    assert {t for (t, _, _) in resumed.seen} == {1} and sorted(i for (_, _, i) in resumed.seen) == sorted(
+        i for (_, _, i) in first.seen)
+    # One whole new epoch, never a replay of epoch 0. Without workers it is exactly epoch 1; with
+    # persistent workers Lightning's extra iter() on restart starts (and drops) one pass, so the
+    # resumed epoch can be numbered 2: still a fresh shuffle and fresh corruption.
+    assert len(epochs) == 1 and epochs != {0}
+    if workers == 0:
+        assert epochs == {1}

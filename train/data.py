@@ -123,7 +123,10 @@ class CubeDataModule(_lightning_base()):
     is a :class:`TrainLoader` (torchdata ``StatefulDataLoader``): Lightning stores its state in
     every checkpoint and restores it, so ``fit(ckpt_path=...)`` from a mid-epoch checkpoint
     resumes the data position too. Each epoch Lightning starts is a new pass over the stream,
-    hence a new shuffle and new corruption draws. Other keyword arguments are
+    hence a new shuffle and new corruption draws; the data module's own ``state_dict`` (the
+    stream's next epoch) makes a checkpoint taken at the end of an epoch resume with a new epoch
+    too (with persistent workers it may be numbered one higher than in an uninterrupted run:
+    Lightning's restart starts and drops one pass). Other keyword arguments are
     :class:`LoaderConfig` fields (``prefetch_factor``, ``persistent_workers``, ``cache_mb`` ...).
     """
 
@@ -136,9 +139,24 @@ class CubeDataModule(_lightning_base()):
         loader = LoaderConfig(batch_size=batch_size, num_workers=num_workers, **loader_options)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.data = DataModule(str(cube), dataset_config, loader, device, train_split, val_split)
+        self._train_stream: CubeStream | None = None
+        self._next_epoch: int | None = None
 
     def train_dataloader(self) -> TrainLoader:
-        return self.data.train_loader()
+        loader = self.data.train_loader()
+        if self._next_epoch is not None:
+            loader.set_epoch(self._next_epoch)
+        self._train_stream = loader.stream
+        return loader
+
+    def state_dict(self) -> dict:
+        """The train stream's next epoch, saved in Lightning checkpoints: a checkpoint taken after
+        an epoch's last batch holds no loader position (torchdata starts a fresh iterator), and
+        without this the resumed run would replay epoch 0's order and corruption."""
+        return {} if self._train_stream is None else {"next_epoch": self._train_stream.next_epoch()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._next_epoch = state.get("next_epoch")
 
     def val_dataloader(self) -> DataLoader:
         return self.data.val_loader()
