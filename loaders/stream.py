@@ -2,34 +2,52 @@
 
 Order and sharding. The split's windows are sorted by (patch, day) and cut into blocks of
 ``block_size`` consecutive windows (same tile, neighbouring days: they share Zarr chunks). Each
-epoch shuffles the *block order* with ``(seed, epoch)`` and deals blocks round-robin to the
-``world_size x num_workers`` shards (DDP rank-major, then DataLoader worker). Shards are disjoint
-and together complete; each reads whole blocks, so a chunk is decoded once per visit.
+epoch shuffles the *block order* with ``(seed, epoch)`` (a short last block stays last). DDP
+ranks get equal contiguous slices of that order, ``DistributedSampler`` semantics: by default
+(``drop_last=False``) the order is padded to ``world_size * ceil(N / world_size)`` by repeating
+its first windows, so every window is seen and every rank yields the same number of samples;
+``drop_last=True`` cuts it to ``world_size * floor(N / world_size)`` instead. Within a rank,
+consecutive runs of ``block_size`` samples are dealt round-robin to the DataLoader workers. The
+worker layout depends only on the per-rank count, so every rank also yields the same number of
+batches (no rank waits for ever in its last all-reduce). Without DDP nothing is padded or cut.
+
+Epochs. ``set_epoch(e)`` pins the next pass to epoch ``e``; otherwise each new pass over the
+stream (each ``iter()``, in every worker) starts the next epoch by itself, so plain loops and
+Lightning (which calls ``set_epoch`` on samplers only) get a new shuffle and new corruption
+draws every epoch. The epoch state lives in a small shared-memory tensor that the stream
+carries to its workers (fork, forkserver and spawn), so ``set_epoch`` in the training process
+reaches persistent DataLoader workers too. Each worker (or the main process, without workers)
+counts its own passes.
 
 Randomness. Corruption and augmentation of window ``i`` in epoch ``e`` use
 ``sample_rng(seed, e, i)``: reproducible, and new every epoch (REFERENCE.md 11.15 fixed).
 
-Resume. Every sample's ``info`` carries its ``shard`` and ``position`` in that shard. The trainer
-passes consumed batches to :meth:`CubeStream.track` (``StreamLoader`` does it for you);
-``state_dict()`` records the epoch and the samples consumed per shard, and after
-``load_state_dict`` each shard skips exactly what was consumed. Requires the same world size and
-worker count on resume (checked).
+Resume. Every sample's ``info`` carries its ``shard`` (``rank * num_workers + worker``) and
+``position`` in that shard. ``state_dict()`` is the position of this process's pass (epoch and
+samples yielded per shard), which is what torchdata's ``StatefulDataLoader`` snapshots inside
+each worker; ``load_state_dict`` makes the next pass skip exactly what was yielded. A state
+taken at the very end of an epoch resumes at the next epoch. :class:`StreamLoader` (a plain
+DataLoader that counts what the training loop consumed) is kept for ``skipped`` and explicit
+``commit()``. A state names its cube, split, order, world size and worker count; loading it
+into a stream that differs in any of them is a ``ValueError`` naming what differs.
 
-Workers. The stream pickles only small arrays and the cube URL; each worker opens the store
-lazily, so fork, forkserver and spawn all work.
+Workers. The stream pickles only small arrays, the cube URL and the epoch tensor; each worker
+opens the store lazily, so fork, forkserver and spawn all work.
 
 Faults. A window whose sample cannot be built (an unreadable chunk, a non-finite value that
 would reach the model) raises :class:`SampleError` naming the cube, the patch and the centre
 day; with ``on_error='raise'`` (default) it propagates, from a DataLoader worker too (torch
 re-raises it in the training process with the worker's traceback); with ``on_error='skip'`` the
-window is logged and skipped. Skips happen inside workers, so the training process counts them
-from what it receives: :attr:`StreamLoader.skipped`. A worker that dies (killed, segfault)
-makes the DataLoader raise ``RuntimeError: DataLoader worker ... exited unexpectedly`` instead
-of hanging; a stuck one is caught by the DataLoader's ``timeout=`` (pass it to StreamLoader).
+window is logged and skipped (under DDP a skip makes ranks unequal: keep ``raise`` there).
+Skips happen inside workers, so the training process counts them from what it receives:
+:attr:`StreamLoader.skipped`. A worker that dies (killed, segfault) makes the DataLoader raise
+``RuntimeError: DataLoader worker ... exited unexpectedly`` instead of hanging; a stuck one is
+caught by the DataLoader's ``timeout=`` (pass it to StreamLoader).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time as _time
 
@@ -47,19 +65,31 @@ from .windows import Window, Windows, check_cube_serves
 
 log = logging.getLogger("depthcube.loaders")
 
+#: Most DataLoader workers one stream serves (one row of the shared epoch table each).
+MAX_WORKERS = 256
+# Columns of the shared epoch table, one row per worker (row 0 is also the main process).
+_NEXT, _PINNED, _LAST, _RESUME = range(4)
+STATE_FORMAT = "depthcube.CubeStream/2"
+
 
 class SampleError(RuntimeError):
     """Building one window's sample failed; names the patch and the day."""
 
 
 class CubeStream(IterableDataset):
+    """The samples of one split of a cube as a torch ``IterableDataset`` (order, sharding, epochs
+    and resume: see the module docstring). ``rank``/``world_size`` default to the
+    ``torch.distributed`` process group; ``drop_last=True`` cuts the ranks to equal size instead
+    of padding them."""
+
     def __init__(self, cube: str, config: DatasetConfig | None = None, split: str = "train", *,
                  shuffle: bool = True, rank: int | None = None, world_size: int | None = None,
-                 cache_bytes: int = 256 * 2**20, storage_options: dict | None = None):
+                 drop_last: bool = False, cache_bytes: int = 256 * 2**20, storage_options: dict | None = None):
         super().__init__()
         self.config = config or DatasetConfig()
         self.split = split
         self.shuffle = shuffle
+        self.drop_last = drop_last
         self.reader = CubeReader(cube, cache_bytes=cache_bytes, storage_options=storage_options)
         n_days = len(self.reader.days)
         if n_days < self.config.window:
@@ -69,33 +99,99 @@ class CubeStream(IterableDataset):
         self.windows = Windows(self.reader, self.config, split)
         self._rank, self._world = rank, world_size
         self._statics: dict = {}
-        self.epoch = 0
-        self.consumed: dict[int, int] = {}
-        self._n_shards_seen: int | None = None
+        self._clock = torch.zeros((MAX_WORKERS, 4), dtype=torch.int64).share_memory_()
+        self._clock[:, _LAST] = -1
+        self._resume: dict | None = None   # the loaded state whose positions the next pass skips
+        self._pass: dict | None = None     # this process's pass: epoch, shard, position
         self.skipped = 0
 
-    # -- epoch order and sharding --------------------------------------------------------------
+    # -- epochs ----------------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
-        """Start epoch ``epoch`` (new shuffle and corruption draws); forgets consumption."""
-        if epoch != self.epoch:
-            self.consumed = {}
-        self.epoch = int(epoch)
+        """Pin the next pass to epoch ``epoch`` (new shuffle and corruption draws), here and in
+        every DataLoader worker, persistent ones included. A loaded state of another epoch is
+        forgotten."""
+        rows = self._rows()
+        self._clock[rows, _NEXT] = int(epoch)
+        self._clock[rows, _PINNED] = 1
+        if self._resume is not None and self._resume["epoch"] != int(epoch):
+            self._clock[rows, _RESUME] = 0
 
+    @property
+    def epoch(self) -> int:
+        """The epoch of this process's current (or last) pass, or of the next one once pinned."""
+        row = self._rows().start
+        if self._clock[row, _PINNED]:
+            return int(self._clock[row, _NEXT])
+        return max(int(self._clock[row, _LAST]), 0)
+
+    def _rows(self) -> slice:
+        """Rows of the epoch table this process owns: its own in a worker, all in the main process."""
+        info = get_worker_info()
+        if info is None:
+            return slice(0, MAX_WORKERS)
+        if info.id >= MAX_WORKERS:
+            raise ValueError(f"CubeStream serves at most {MAX_WORKERS} DataLoader workers, got {info.num_workers}")
+        return slice(info.id, info.id + 1)
+
+    def next_epoch(self) -> int:
+        """The epoch the next pass in this process (or worker 0) will be."""
+        clock = self._clock[self._rows().start]
+        return int(clock[_NEXT]) if clock[_PINNED] else int(clock[_LAST]) + 1
+
+    def resuming(self, epoch: int) -> dict | None:
+        """Positions per shard that a pass of ``epoch`` starting now skips (a loaded state), or None."""
+        if self._resume is not None and self._clock[self._rows().start, _RESUME] and self._resume["epoch"] == epoch:
+            return self._resume["consumed"]
+        return None
+
+    def _start_pass(self) -> tuple[int, dict | None]:
+        """Epoch of the pass starting in this process, and the loaded state it resumes (or None)."""
+        epoch = self.next_epoch()
+        resume = self._resume if self.resuming(epoch) is not None else None
+        clock = self._clock[self._rows().start]
+        clock[_PINNED], clock[_LAST], clock[_RESUME] = 0, epoch, 0
+        return epoch, resume
+
+    # -- order and sharding ----------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self.windows)
+        """Samples this rank yields per epoch (all windows without DDP)."""
+        return self.samples_per_rank(self._dist()[1])
 
-    def blocks(self, epoch: int) -> list[np.ndarray]:
+    def samples_per_rank(self, world_size: int) -> int:
+        n = len(self.windows)
+        return n // world_size if self.drop_last else -(-n // world_size)
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """Window indices of one epoch: blocks of ``block_size`` in shuffled order, a short last block last."""
         n, b = len(self.windows), self.config.block_size
-        blocks = [np.arange(s, min(s + b, n)) for s in range(0, n, b)]
+        starts = np.arange(0, n - n % b, b)
         if self.shuffle:
-            order = np.random.default_rng([self.config.seed, epoch]).permutation(len(blocks))
-            blocks = [blocks[k] for k in order]
-        return blocks
+            starts = starts[np.random.default_rng([self.config.seed, epoch]).permutation(len(starts))]
+        return np.concatenate([(starts[:, None] + np.arange(b)).ravel(), np.arange(n - n % b, n)]).astype(np.int64)
 
-    def shard_indices(self, epoch: int, shard: int, n_shards: int) -> np.ndarray:
-        """Window indices of one shard, in yield order (disjoint across shards, complete together)."""
-        mine = self.blocks(epoch)[shard::n_shards]
-        return np.concatenate(mine) if mine else np.zeros(0, np.int64)
+    def rank_indices(self, epoch: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
+        """Window indices of one DDP rank: an equal contiguous slice of the (padded or cut) epoch order."""
+        order, per_rank = self.epoch_order(epoch), self.samples_per_rank(world_size)
+        if len(order) == 0:
+            return order
+        order = np.resize(order, per_rank * world_size)  # repeats from the start when padding
+        return order[rank * per_rank:(rank + 1) * per_rank]
+
+    def shard_indices(self, epoch: int, rank: int = 0, world_size: int = 1, worker: int = 0,
+                      num_workers: int = 1) -> np.ndarray:
+        """Window indices of one (rank, worker) shard, in yield order: runs of ``block_size`` of the
+        rank's slice dealt round-robin to its workers (disjoint, and complete together)."""
+        mine = self.rank_indices(epoch, rank, world_size)
+        run = np.arange(len(mine)) // self.config.block_size
+        return mine[run % num_workers == worker]
+
+    def num_batches(self, batch_size: int, num_workers: int = 0, drop_last: bool = False) -> int:
+        """Batches a DataLoader with these settings yields per epoch on this rank (each worker
+        batches its own shard, so this can exceed ``ceil(len / batch_size)``)."""
+        rank, world = self._dist()
+        workers = max(num_workers, 1)
+        sizes = [len(self.shard_indices(0, rank, world, w, workers)) for w in range(workers)]
+        return sum(s // batch_size if drop_last else -(-s // batch_size) for s in sizes)
 
     def _dist(self) -> tuple[int, int]:
         if self._rank is not None:
@@ -104,26 +200,33 @@ class CubeStream(IterableDataset):
             return torch.distributed.get_rank(), torch.distributed.get_world_size()
         return 0, 1
 
-    def _shard(self) -> tuple[int, int]:
-        rank, world = self._dist()
+    @staticmethod
+    def _worker() -> tuple[int, int]:
+        """(worker id, DataLoader num_workers): (0, 0) in the main process."""
         info = get_worker_info()
-        workers, worker = (info.num_workers, info.id) if info else (1, 0)
-        return rank * workers + worker, world * workers
+        return (info.id, info.num_workers) if info else (0, 0)
 
     def __iter__(self):
-        shard, n_shards = self._shard()
-        if self._n_shards_seen not in (None, n_shards) and self.consumed:
-            raise ValueError(f"resuming with {n_shards} shards, but the state was saved with {self._n_shards_seen}")
-        indices = self.shard_indices(self.epoch, shard, n_shards)
-        start = self.consumed.get(shard, 0)
+        """One pass (one epoch) of this process's shard. The pass starts at the first ``next()``,
+        so an iterator made and dropped unused (torchdata does that) uses up no epoch."""
+        (rank, world), (worker, num_workers) = self._dist(), self._worker()
+        epoch, resume = self._start_pass()
+        workers = max(num_workers, 1)
+        shard, start = rank * workers + worker, 0
+        if resume is not None:
+            self._check_layout(resume, world, num_workers)
+            start = int(resume["consumed"].get(shard, 0))
+        indices = self.shard_indices(epoch, rank, world, worker, workers)
+        progress = self._pass = {"epoch": epoch, "shard": shard, "position": start, "num_workers": num_workers}
         for position in range(start, len(indices)):
-            sample = self._sample_or_skip(int(indices[position]), shard, position)
+            sample = self._sample_or_skip(int(indices[position]), epoch, shard, position)
+            progress["position"] = position + 1  # before the yield: a snapshot taken now counts it
             if sample is not None:
                 yield sample
 
-    def _sample_or_skip(self, index: int, shard: int, position: int):
+    def _sample_or_skip(self, index: int, epoch: int, shard: int, position: int):
         try:
-            return to_torch(check_finite(self.sample(index, shard=shard, position=position)))
+            return to_torch(check_finite(self.sample(index, epoch=epoch, shard=shard, position=position)))
         except Exception as e:
             w = self.windows[index]
             err = SampleError(f"{self.reader.url}: window patch {w.patch} centred {w.centre}: {type(e).__name__}: {e}")
@@ -178,28 +281,78 @@ class CubeStream(IterableDataset):
         return self._statics[key]
 
     # -- resume ----------------------------------------------------------------------------------
-    def track(self, batch: dict) -> None:
-        """Count a batch as consumed (call in the training process for every batch used).
+    @property
+    def fingerprint(self) -> str:
+        """Identity of this stream's windows: cube grid, patches, days and the split's window rows."""
+        if getattr(self, "_fingerprint", None) is None:
+            h = hashlib.sha256()
+            h.update(np.asarray(self.reader.days).astype("datetime64[D]").astype(np.int64).tobytes())
+            h.update(self.reader.patches[["row0", "col0", "lat0", "lon0"]].to_numpy(np.float64).tobytes())
+            rows = self.windows.rows
+            h.update(rows["patch"].to_numpy(np.int64).tobytes())
+            h.update(rows["day_index"].to_numpy(np.int64).tobytes())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
 
-        A shard is consumed up to the position after its last sample received, so windows it
-        skipped before that sample (``on_error='skip'``) are not visited again on resume."""
-        info = batch["info"]
-        for s, p in zip(_as_list(info["shard"]), _as_list(info["position"])):
-            self.consumed[int(s)] = max(self.consumed.get(int(s), 0), int(p) + 1)
-        self._n_shards_seen = self._n_shards_seen or self._shard_count_hint
-
-    _shard_count_hint: int | None = None
+    def make_state(self, epoch: int, consumed: dict, num_workers: int) -> dict:
+        """A resumable state: ``consumed`` samples (positions) per shard of epoch ``epoch``."""
+        world = self._dist()[1]
+        return {"format": STATE_FORMAT, "cube": self.reader.url, "fingerprint": self.fingerprint,
+                "split": self.split, "n_windows": len(self.windows), "seed": self.config.seed,
+                "block_size": self.config.block_size, "shuffle": self.shuffle, "drop_last": self.drop_last,
+                "world_size": world, "num_workers": int(num_workers), "epoch": int(epoch),
+                "consumed": {int(k): int(v) for k, v in consumed.items()}}
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "consumed": dict(self.consumed), "n_shards": self._n_shards_seen,
-                "split": self.split, "n_windows": len(self.windows)}
+        """Position of this process's pass (what torchdata's StatefulDataLoader snapshots in each
+        worker); before any pass, the state that the next pass starts from."""
+        p = self._pass
+        if p is not None:
+            return self.make_state(p["epoch"], {p["shard"]: p["position"]}, p["num_workers"])
+        epoch = self.next_epoch()
+        return self.make_state(epoch, self.resuming(epoch) or {}, self._worker()[1])
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("n_windows") not in (None, len(self.windows)):
-            raise ValueError(f"state is for {state['n_windows']} windows, this stream has {len(self.windows)}")
-        self.epoch = int(state["epoch"])
-        self.consumed = {int(k): int(v) for k, v in state.get("consumed", {}).items()}
-        self._n_shards_seen = state.get("n_shards")
+        """Resume from :meth:`state_dict` (or :meth:`StreamLoader.state_dict`): the next pass is the
+        state's epoch and skips what it consumed; a finished epoch resumes at the next one."""
+        self.check_state(state)
+        epoch, consumed = int(state["epoch"]), {int(k): int(v) for k, v in state["consumed"].items()}
+        rows = self._rows()
+        self._resume = {**state, "epoch": epoch, "consumed": consumed}
+        self._pass = None
+        if get_worker_info() is None and consumed and self._epoch_done(epoch, consumed, state):
+            self._clock[rows, _PINNED], self._clock[rows, _LAST] = 0, epoch  # auto: next pass is epoch + 1
+        else:
+            self._clock[rows, _NEXT], self._clock[rows, _PINNED] = epoch, 1
+        self._clock[rows, _RESUME] = 1
+
+    def _epoch_done(self, epoch: int, consumed: dict, state: dict) -> bool:
+        world, workers = int(state["world_size"]), max(int(state["num_workers"]), 1)
+        rank = self._dist()[0]
+        return all(consumed.get(rank * workers + w, 0) >= len(self.shard_indices(epoch, rank, world, w, workers))
+                   for w in range(workers))
+
+    def check_state(self, state: dict, num_workers: int | None = None) -> None:
+        """ValueError naming every way ``state`` does not fit this stream (cube, split, order,
+        world size; worker count when ``num_workers`` is given)."""
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ValueError(f"not a CubeStream state (format {STATE_FORMAT!r} expected, "
+                             f"got {state.get('format') if isinstance(state, dict) else type(state).__name__!r})")
+        mine = self.make_state(0, {}, int(state["num_workers"]) if num_workers is None else num_workers)
+        keys = ["fingerprint", "split", "n_windows", "seed", "block_size", "shuffle", "drop_last", "world_size",
+                "num_workers"]
+        diffs = [f"{k} {state[k]!r} (this stream: {mine[k]!r})" for k in keys if state.get(k) != mine[k]]
+        if diffs:
+            other = " of another cube" if state.get("fingerprint") != mine["fingerprint"] else ""
+            raise ValueError(f"cannot resume {self.reader.url} ({self.split}): the state is{other} from "
+                             f"{state.get('cube')} and differs in " + ", ".join(diffs))
+
+    def _check_layout(self, resume: dict, world: int, workers: int) -> None:
+        """The running layout is the one the resumed state was saved with."""
+        if (int(resume["world_size"]), int(resume["num_workers"])) != (world, workers):
+            raise ValueError(f"cannot resume {self.reader.url} ({self.split}): the state was saved with world size "
+                             f"{resume['world_size']} and {resume['num_workers']} workers per rank, this run has "
+                             f"world size {world} and {workers}")
 
     def as_map(self) -> "CubeMap":
         """Map-style view (``ds[i]``) for indexed validation access."""
@@ -265,27 +418,37 @@ def to_torch(sample: dict) -> dict:
 
 
 class StreamLoader:
-    """A DataLoader over a :class:`CubeStream` that tracks consumption for ``state_dict``.
+    """A plain DataLoader over a :class:`CubeStream` that counts what the training loop consumed.
 
     ``for batch in loader`` yields collated batches; each batch is counted as consumed when the
     next one is requested (so a checkpoint taken inside the loop body excludes the batch being
     processed only if the step did not finish: call ``loader.commit()`` after the optimiser step
-    to count it immediately).
+    to count it immediately). ``state_dict()`` is a :meth:`CubeStream.make_state` of what was
+    consumed. Epochs: ``stream.set_epoch(e)`` or ``loader.set_epoch(e)``, or nothing (each
+    pass starts the next epoch). torchdata's ``StatefulDataLoader(stream)`` does the same
+    without ``skipped`` and ``commit``.
     """
 
     def __init__(self, stream: CubeStream, **dataloader_kwargs):
         self.stream = stream
         self.kwargs = dataloader_kwargs
         self._pending = None
-        self._workers = max(dataloader_kwargs.get("num_workers", 0), 1)
-        stream._shard_count_hint = stream._dist()[1] * self._workers
+        self.num_workers = dataloader_kwargs.get("num_workers", 0)
+        self._shards = max(self.num_workers, 1)
         self.loader = DataLoader(stream, **dataloader_kwargs)
+        self.epoch = stream.next_epoch()
+        self.consumed: dict[int, int] = {}
         self._start: dict[int, int] = {}
         self._received: dict[int, int] = {}
         self._epoch_done = False
 
+    def set_epoch(self, epoch: int) -> None:
+        self.stream.set_epoch(epoch)
+
     def __iter__(self):
-        self._start, self._received, self._epoch_done = dict(self.stream.consumed), {}, False
+        self.epoch = self.stream.next_epoch()
+        self.consumed = dict(self.stream.resuming(self.epoch) or {})
+        self._start, self._received, self._epoch_done = dict(self.consumed), {}, False
         iterator = iter(self.loader)
         try:
             for batch in iterator:
@@ -301,9 +464,13 @@ class StreamLoader:
         self._epoch_done = True
 
     def commit(self):
+        """Count the batch last yielded as consumed (call after the optimiser step)."""
         if self._pending is not None:
-            self.stream.track(self._pending)
-            for s in _as_list(self._pending["info"]["shard"]):
+            info = self._pending["info"]
+            for s, p in zip(_as_list(info["shard"]), _as_list(info["position"])):
+                # Up to the position after the last sample received: windows a shard skipped
+                # before it (on_error='skip') are not visited again on resume.
+                self.consumed[int(s)] = max(self.consumed.get(int(s), 0), int(p) + 1)
                 self._received[int(s)] = self._received.get(int(s), 0) + 1
             self._pending = None
 
@@ -315,20 +482,26 @@ class StreamLoader:
         of a shard before its last received sample that did not arrive was skipped; once the
         epoch is over, so was every window after it."""
         rank, world = self.stream._dist()
-        n_shards = world * self._workers
         total = 0
-        for shard in range(rank * self._workers, (rank + 1) * self._workers):
-            reached = (len(self.stream.shard_indices(self.stream.epoch, shard, n_shards)) if self._epoch_done
-                       else self.stream.consumed.get(shard, 0))
+        for worker in range(self._shards):
+            shard = rank * self._shards + worker
+            reached = (len(self.stream.shard_indices(self.epoch, rank, world, worker, self._shards))
+                       if self._epoch_done else self.consumed.get(shard, 0))
             total += max(reached - self._start.get(shard, 0), 0) - self._received.get(shard, 0)
         return total
 
     def __len__(self) -> int:
-        bs = self.kwargs.get("batch_size", 1) or 1
-        return -(-len(self.stream) // bs)
+        """Batches per epoch on this rank (each worker batches its own shard)."""
+        return self.stream.num_batches(self.kwargs.get("batch_size", 1) or 1, self.num_workers,
+                                       self.kwargs.get("drop_last", False))
 
     def state_dict(self) -> dict:
-        return self.stream.state_dict()
+        return self.stream.make_state(self.epoch, self.consumed, self.num_workers)
 
-    def load_state_dict(self, state: dict):
+    def load_state_dict(self, state: dict) -> None:
+        """Resume from :meth:`state_dict` (before iterating); a state of another cube, split, world
+        size or worker count is a ValueError naming what differs."""
+        self.stream.check_state(state, num_workers=self.num_workers)
         self.stream.load_state_dict(state)
+        self.epoch = int(state["epoch"])
+        self.consumed = {int(k): int(v) for k, v in state["consumed"].items()}

@@ -112,12 +112,15 @@ def test_target_bands_and_normalisation_inverse():
 
 def test_sharding_two_ranks_three_workers_is_disjoint_and_complete(cube):
     stream = CubeStream(cube, DatasetConfig(window_days=3, block_size=4), split="all")
+    n = len(stream)
     seen = []
     for epoch in (0, 1):
         seen_epoch = []
-        for shard in range(6):
-            seen_epoch.extend(stream.shard_indices(epoch, shard, 6).tolist())
-        assert sorted(seen_epoch) == list(range(len(stream)))
+        for rank in range(2):
+            for worker in range(3):
+                seen_epoch.extend(stream.shard_indices(epoch, rank, 2, worker, 3).tolist())
+        # padded like DistributedSampler: each window once, plus n % 2 repeated to even the ranks
+        assert len(seen_epoch) == 2 * -(-n // 2) and set(seen_epoch) == set(range(n))
         seen.append(seen_epoch)
     assert seen[0] != seen[1]                                    # a new shuffle each epoch
 

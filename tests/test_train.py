@@ -229,7 +229,7 @@ def test_checkpoint_resume_restores_state_and_continues_with_the_next_batch(cube
     opt_a, opt_b = first.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
     assert all(torch.equal(opt_a[k]["exp_avg"], opt_b[k]["exp_avg"]) for k in opt_a)
     assert resumed.loader.state_dict() == first.loader.state_dict()
-    assert sum(resumed.loader.state_dict()["consumed"].values()) == 6 * 4
+    assert resumed.loader.state_dict()["dataset_state"]["consumed"] == {0: 6 * 4}
     resumed_batches = _recording(resumed)
     resumed.fit()
     assert resumed_batches == ref_batches[6:]                             # the same next batch, and all after it
@@ -261,3 +261,34 @@ def test_cli_registers_train_and_bench_without_importing_torch():
             "a = p.parse_args(['train', 'configs/train.yaml', '--max-steps', '2']); assert a.max_steps == 2;"
             "b = p.parse_args(['bench', '--quick']); assert b.quick; assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_fit_writes_tensorboard_scalars_beside_metrics(cube, tmp_path):
+    """Issue 14.6: loss, val loss, samples/s and data-wait share as TensorBoard events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from train.loop import Trainer
+
+    trainer = Trainer(_cfg(tmp_path / "tb", 4, val_every=4), data=_data(cube), echo=lambda *a: None)
+    trainer.fit()
+    trainer.close()
+    events = EventAccumulator(str(tmp_path / "tb" / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "val/loss", "train/samples_per_s", "train/data_wait_fraction"} <= tags
+    assert [e.step for e in events.Scalars("train/loss")] == [2, 4]          # log_every 2, 4 steps
+    import json
+    logged = [json.loads(x) for x in (tmp_path / "tb" / "metrics.jsonl").read_text().splitlines()]
+    val = [r["val_loss"] for r in logged if "val_loss" in r]
+    assert [e.value for e in events.Scalars("val/loss")] == pytest.approx(val)
+
+
+def test_resume_with_another_worker_count_or_split_is_one_clear_error(cube, tmp_path):
+    from train.loop import Trainer
+
+    quiet = dict(echo=lambda *a: None)
+    Trainer(_cfg(tmp_path / "run", 3), data=_data(cube, batch_size=4), **quiet).fit()
+    with pytest.raises(ValueError, match=r"num_workers 0 \(this stream: 2\)"):
+        Trainer(_cfg(tmp_path / "run", 6), data=_data(cube, batch_size=4, num_workers=2), **quiet)
+    with pytest.raises(ValueError, match=r"split 'all' \(this stream: 'val'\)"):
+        Trainer(_cfg(tmp_path / "run", 6), data=_data(cube, train_split="val", batch_size=4), **quiet)

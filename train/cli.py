@@ -6,6 +6,7 @@ This module imports no torch: the handlers import their layer when they run, so 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,6 +56,8 @@ def _train(args) -> int:
     data = {"cube": args.cube} if args.cube else {}
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, **run), data=dataclasses.replace(cfg.data, **data))
     metrics = train(cfg)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+        return 0
     print("done: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
     return 0
 

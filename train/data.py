@@ -1,68 +1,55 @@
-"""Data module: train/val streams over the cube's patch-index splits and the DataLoader settings
+"""Data modules: train/val streams over the cube's patch-index splits and the DataLoader settings
 that keep a GPU fed (REFERENCE.md 8.1, DESIGN.md 6).
 
-* train: ``CubeStream(split=train, shuffle=True)`` through :class:`TrainLoader` (a
-  ``loaders.StreamLoader`` that tracks consumption for mid-epoch resume), ``pin_memory`` on CUDA,
+* train: ``CubeStream(split=train, shuffle=True)`` through :class:`TrainLoader`, a torchdata
+  ``StatefulDataLoader`` (its ``state_dict`` is the position of every worker, taken inside the
+  workers, so a checkpoint resumes mid-epoch exactly), ``pin_memory`` on CUDA,
   ``persistent_workers`` and ``prefetch_factor`` when there are workers;
-* val: ``CubeStream(split=val, shuffle=False)`` through a plain DataLoader (no consumption
-  tracking: every validation pass starts from the first window);
+* val: ``CubeStream(split=val, shuffle=False)`` through a plain DataLoader (every validation pass
+  starts from the first window, same windows and corruption every pass);
+* :class:`CubeDataModule`: the same as a ``lightning.LightningDataModule``;
 * :func:`to_device` moves a batch with ``non_blocking=True`` (overlaps the copy with compute when
   the batch is pinned).
 
-Why :class:`TrainLoader` is more than ``StreamLoader``: with ``persistent_workers`` each worker
-keeps its own copy of the stream, so ``stream.set_epoch`` in the main process would never reach
-it and every epoch would repeat epoch 0's order and corruption. The epoch therefore travels in a
-shared-memory tensor that each worker reads when its iterator restarts.
+Epochs need nothing here: ``CubeStream.set_epoch`` reaches persistent workers by itself, and
+each pass over the stream starts the next epoch when nobody calls it (Lightning does not).
+Under DDP each rank's stream takes its rank from the process group and yields as many samples
+and batches as every other rank.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from loaders.config import DatasetConfig, load_dataset_config
-from loaders.stream import CubeStream, StreamLoader
+from loaders.stream import CubeStream
 
 from .config import LoaderConfig, TrainConfig
 
 
-class _EpochSynced(IterableDataset):
-    """Wraps a CubeStream; ``shared_epoch`` (shared memory) reaches persistent workers."""
+class TrainLoader(StatefulDataLoader):
+    """``StatefulDataLoader`` over a :class:`CubeStream` whose ``len()`` is the exact number of
+    batches this rank yields per epoch (each worker batches its own shard), which Lightning uses
+    to decide when an epoch is over."""
 
-    def __init__(self, stream: CubeStream):
-        super().__init__()
+    def __init__(self, stream: CubeStream, **kwargs):
+        with warnings.catch_warnings():  # torchdata 0.11 calls a deprecated torch API on every loader
+            warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
+            super().__init__(stream, **kwargs)
         self.stream = stream
-        self.shared_epoch = torch.full((), stream.epoch, dtype=torch.int64).share_memory_()
 
-    def __iter__(self):
-        self.stream.set_epoch(int(self.shared_epoch))
-        return iter(self.stream)
-
-
-class TrainLoader(StreamLoader):
-    """``StreamLoader`` whose :meth:`set_epoch` also reaches persistent DataLoader workers.
-
-    Call ``set_epoch(e)`` before iterating epoch ``e`` and ``commit()`` after each optimiser step;
-    ``state_dict()`` / ``load_state_dict()`` are the stream's (epoch + samples consumed per shard).
-    Load a state before the first iteration (workers copy the stream when they start).
-    """
-
-    def __init__(self, stream: CubeStream, **dataloader_kwargs):
-        super().__init__(stream, **dataloader_kwargs)
-        self.synced = _EpochSynced(stream)
-        self.loader = DataLoader(self.synced, **dataloader_kwargs)
+    def __len__(self) -> int:
+        return self.stream.num_batches(self.batch_size or 1, self.num_workers, self.drop_last)
 
     def set_epoch(self, epoch: int) -> None:
-        """Start epoch ``epoch`` in this process and in every (persistent) worker."""
+        """Pin the next pass to ``epoch`` (in every worker)."""
         self.stream.set_epoch(epoch)
-        self.synced.shared_epoch.fill_(int(epoch))
-
-    def load_state_dict(self, state: dict) -> None:
-        self.stream.load_state_dict(state)
-        self.synced.shared_epoch.fill_(self.stream.epoch)
 
 
 @dataclass
@@ -107,7 +94,7 @@ class DataModule:
         return kwargs
 
     def train_loader(self, stream: CubeStream | None = None) -> TrainLoader:
-        """Shuffled, resumable loader over the train split."""
+        """Shuffled, resumable loader over the train split (a StatefulDataLoader)."""
         return TrainLoader(stream or self.stream(self.train_split, shuffle=True), **self.loader_kwargs(True))
 
     def val_loader(self) -> DataLoader:
@@ -120,3 +107,56 @@ def to_device(batch: dict, device: torch.device) -> dict:
     non_blocking = device.type == "cuda"
     return {k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
             for k, v in batch.items()}
+
+
+def _lightning_base():
+    import lightning
+
+    return lightning.LightningDataModule
+
+
+class CubeDataModule(_lightning_base()):
+    """The cube's train/val streams as a ``lightning.LightningDataModule``.
+
+    ``CubeDataModule("data/cube.zarr", "configs/dataset.yaml", preset="argo_real", batch_size=32,
+    num_workers=4)`` (or a :class:`DatasetConfig` instead of the YAML path). ``train_dataloader``
+    is a :class:`TrainLoader` (torchdata ``StatefulDataLoader``): Lightning stores its state in
+    every checkpoint and restores it, so ``fit(ckpt_path=...)`` from a mid-epoch checkpoint
+    resumes the data position too. Each epoch Lightning starts is a new pass over the stream,
+    hence a new shuffle and new corruption draws; the data module's own ``state_dict`` (the
+    stream's next epoch) makes a checkpoint taken at the end of an epoch resume with a new epoch
+    too (with persistent workers it may be numbered one higher than in an uninterrupted run:
+    Lightning's restart starts and drops one pass). Other keyword arguments are
+    :class:`LoaderConfig` fields (``prefetch_factor``, ``persistent_workers``, ``cache_mb`` ...).
+    """
+
+    def __init__(self, cube: str, dataset_config: DatasetConfig | str | Path = "configs/dataset.yaml", *,
+                 preset: str | None = None, batch_size: int = 8, num_workers: int = 0,
+                 train_split: str = "train", val_split: str = "val", **loader_options):
+        super().__init__()
+        if not isinstance(dataset_config, DatasetConfig):
+            dataset_config = load_dataset_config(dataset_config, preset)
+        loader = LoaderConfig(batch_size=batch_size, num_workers=num_workers, **loader_options)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.data = DataModule(str(cube), dataset_config, loader, device, train_split, val_split)
+        self._train_stream: CubeStream | None = None
+        self._next_epoch: int | None = None
+
+    def train_dataloader(self) -> TrainLoader:
+        loader = self.data.train_loader()
+        if self._next_epoch is not None:
+            loader.set_epoch(self._next_epoch)
+        self._train_stream = loader.stream
+        return loader
+
+    def state_dict(self) -> dict:
+        """The train stream's next epoch, saved in Lightning checkpoints: a checkpoint taken after
+        an epoch's last batch holds no loader position (torchdata starts a fresh iterator), and
+        without this the resumed run would replay epoch 0's order and corruption."""
+        return {} if self._train_stream is None else {"next_epoch": self._train_stream.next_epoch()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._next_epoch = state.get("next_epoch")
+
+    def val_dataloader(self) -> DataLoader:
+        return self.data.val_loader()

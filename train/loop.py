@@ -2,19 +2,29 @@
 
 What one run writes under ``run.out_dir``:
 
-* ``checkpoints/last.pt``: model, optimiser, GradScaler, the train loader's ``state_dict`` (epoch
-  and samples consumed per shard), the loss generator's state, step and epoch. Written atomically
+* ``checkpoints/last.pt``: model, optimiser, GradScaler, the train loader's ``state_dict`` (a
+  torchdata ``StatefulDataLoader`` state: epoch and samples yielded per worker; one per DDP rank),
+  the data layout it fits (cube, split, world size, workers), the loss generator's state, step
+  and epoch. Written atomically
   (temp file + rename), so a kill mid-write leaves the previous checkpoint intact. With
   ``run.resume`` a new run continues from it: same weights, same optimiser moments, and the
-  loader yields exactly the batch that would have come next.
+  loader yields exactly the batch that would have come next. Resuming with another cube, split,
+  world size or worker count is one ``ValueError`` naming what differs.
 * ``metrics.jsonl``: one JSON line per log interval (loss, samples/s, data-wait fraction) and per
-  validation (val loss).
+  validation (val loss); the same scalars as TensorBoard events under ``tensorboard/``
+  (``train/loss``, ``train/samples_per_s``, ``train/data_wait_fraction``, ``val/loss``).
 * ``val_step<N>.png``: one validation sample (eo, x, y, prediction, error) at ``run.plot_level``
   with the fixed temperature colour range of the reference (``cube.constants.PLOT_TEMP_*``).
 
 Data-wait fraction = time blocked in ``next(loader)`` / wall time of the interval. On CUDA the
 step is bf16 autocast when supported, else fp16 autocast with a GradScaler; batches are pinned
 and copied with ``non_blocking=True``.
+
+DDP: under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) :func:`train` joins the process
+group (nccl on CUDA, gloo on CPU), each rank uses its ``LOCAL_RANK`` GPU, the model is wrapped in
+``DistributedDataParallel`` and the streams shard windows by rank with equal counts, so every
+rank runs the same number of steps per epoch. Loss and data wait are averaged over ranks and
+samples/s summed; only rank 0 validates and writes checkpoints, metrics and the PNG.
 """
 
 from __future__ import annotations
@@ -34,12 +44,27 @@ from cube.constants import PLOT_CMAP, PLOT_TEMP_MAX_C, PLOT_TEMP_MIN_C, denormal
 
 from .config import TrainConfig
 from .data import DataModule, TrainLoader, to_device
+from .dist import Dist
 from .model import Baseline, masked_mse
 
 log = logging.getLogger("depthcube.train")
 
 #: Fixed error colour range (degC) of the validation PNG, so plots of different steps compare.
 PLOT_ERROR_RANGE_C = 3.0
+#: metrics.jsonl key -> TensorBoard scalar tag.
+TENSORBOARD_TAGS = {"loss": "train/loss", "samples_per_s": "train/samples_per_s",
+                    "data_wait_fraction": "train/data_wait_fraction", "val_loss": "val/loss"}
+
+
+class _Objective(torch.nn.Module):
+    """The model's training loss as a module ``forward`` (what DistributedDataParallel wraps)."""
+
+    def __init__(self, model: Baseline, loss):
+        super().__init__()
+        self.model, self.loss = model, loss
+
+    def forward(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.model.training_loss(batch, self.loss, generator)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -78,12 +103,14 @@ class _Meter:
 class Trainer:
     """Runs :class:`TrainConfig`; ``fit()`` trains to ``run.max_steps`` (resuming if asked)."""
 
-    def __init__(self, cfg: TrainConfig, data: DataModule | None = None, echo=print):
+    def __init__(self, cfg: TrainConfig, data: DataModule | None = None, echo=print, dist: Dist | None = None):
         self.cfg = cfg
-        self.echo = echo
+        self.dist = dist or Dist()
+        self.echo = echo if self.dist.is_main else (lambda *a: None)
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
-        self.device = pick_device(cfg.run.device)
+        self.device = self.dist.device(pick_device(cfg.run.device))
+        self.dist.init(self.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed tile size: let cuDNN pick the fastest kernels
         self.amp_dtype = autocast_dtype(self.device, cfg.run.precision)
@@ -91,14 +118,20 @@ class Trainer:
         torch.manual_seed(cfg.run.seed)
         channels = self.data.dataset.target_bands[1] - self.data.dataset.target_bands[0]
         self.model = Baseline(channels, cfg.model).to(self.device)
+        self.objective = _Objective(self.model, cfg.loss)
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.objective = torch.nn.parallel.DistributedDataParallel(self.objective, device_ids=ids)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self.generator = torch.Generator(self.device).manual_seed(cfg.run.seed)
+        self.generator = torch.Generator(self.device).manual_seed(cfg.run.seed + self.dist.rank)
         self.loader: TrainLoader = self.data.train_loader()
         self.step, self.epoch = 0, 0
         self._batches = None
+        self._tensorboard = None
         self.out = Path(cfg.run.out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
         if cfg.run.resume and self.checkpoint_path.exists():
             self.load_checkpoint(self.checkpoint_path)
 
@@ -107,29 +140,41 @@ class Trainer:
     def checkpoint_path(self) -> Path:
         return self.out / "checkpoints" / "last.pt"
 
+    def data_layout(self) -> dict:
+        """What a saved loader position depends on: cube, split, order, world size, workers."""
+        return self.loader.stream.make_state(0, {}, self.data.loader.num_workers)
+
     def state_dict(self) -> dict:
+        """The full training state; collective under DDP (every rank's loader state is gathered)."""
         return {"step": self.step, "epoch": self.epoch, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                "loader": self.loader.state_dict(), "generator": self.generator.get_state(),
-                "config": to_dict(self.cfg)}
+                "loaders": self.dist.gather(self.loader.state_dict()), "data_layout": self.data_layout(),
+                "generators": self.dist.gather(self.generator.get_state()), "config": to_dict(self.cfg)}
 
     def save_checkpoint(self, path: Path | None = None) -> Path:
-        """Write the full training state atomically; returns the path."""
+        """Write the full training state atomically (rank 0; every rank calls it); returns the path."""
+        state = self.state_dict()
         path = Path(path or self.checkpoint_path)
+        if not self.dist.is_main:
+            return path
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        torch.save(self.state_dict(), tmp)
+        torch.save(state, tmp)
         os.replace(tmp, path)
         return path
 
     def load_checkpoint(self, path: Path) -> None:
         """Restore model, optimiser, scaler, loader position, generator, step and epoch."""
         state = torch.load(path, map_location=self.device, weights_only=False)
+        if "data_layout" not in state:
+            raise ValueError(f"{path}: a checkpoint of an older depthcube (no data layout): start with --fresh")
+        self.loader.stream.check_state(state["data_layout"], num_workers=self.data.loader.num_workers)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
-        self.loader.load_state_dict(state["loader"])
-        self.generator.set_state(state["generator"].cpu())  # a CPU byte tensor, even for a CUDA generator
+        self.loader.load_state_dict(state["loaders"][self.dist.rank])
+        # a CPU byte tensor, even for a CUDA generator
+        self.generator.set_state(state["generators"][self.dist.rank].cpu())
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         self.echo(f"resumed from {path} at step {self.step} (epoch {self.epoch})")
 
@@ -144,7 +189,7 @@ class Trainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
-            loss = self.model.training_loss(batch, self.cfg.loss, self.generator)
+            loss = self.objective(batch, self.generator)
         self.scaler.scale(loss).backward()
         if self.cfg.optim.grad_clip:
             self.scaler.unscale_(self.optimizer)
@@ -154,13 +199,17 @@ class Trainer:
         return loss.detach()
 
     def batches(self):
-        """Endless stream of train batches, advancing ``self.epoch`` as each epoch ends."""
+        """Endless stream of train batches; each pass over the loader is the stream's next epoch
+        (a resumed loader first finishes the epoch it was saved in)."""
         if len(self.loader.stream) == 0:
             raise ValueError(f"{self.data.cube}: the {self.data.train_split!r} split has no windows")
-        while True:
-            self.loader.set_epoch(self.epoch)
-            yield from self.loader
-            self.epoch += 1
+        empty = 0
+        while empty < 2:  # a resumed epoch may be already over; two empty passes would loop for ever
+            n = 0
+            for n, batch in enumerate(self.loader, 1):
+                yield batch
+            empty = 0 if n else empty + 1
+        raise ValueError(f"{self.data.cube}: the {self.data.train_split!r} split yielded no sample in an epoch")
 
     def fit(self, max_steps: int | None = None) -> dict:
         """Train until ``max_steps`` (default ``run.max_steps``); returns the last interval's metrics."""
@@ -176,30 +225,58 @@ class Trainer:
             batch = next(it)
             meter.wait += time.perf_counter() - t0
             loss = self.train_step(to_device(batch, self.device))
-            self.loader.commit()
+            self.epoch = int(batch["info"]["epoch"][0])
             self.step += 1
             meter.steps, meter.samples, meter.loss = meter.steps + 1, meter.samples + len(batch["y"]), meter.loss + loss
             if self.step % run.log_every == 0 or self.step == max_steps:
                 last = self._log_interval(meter)
                 meter = _Meter()
             t1 = time.perf_counter()
-            if self.step % run.val_every == 0 or self.step == max_steps:
+            if (self.step % run.val_every == 0 or self.step == max_steps) and self.dist.is_main:
                 last.update(self.validate(plot=True))
             if self.step % run.checkpoint_every == 0 or self.step == max_steps:
                 self.save_checkpoint()
             meter.paused += time.perf_counter() - t1
+        if self._tensorboard is not None:
+            self._tensorboard.flush()
         return last
 
     def _log_interval(self, meter: _Meter) -> dict:
-        m = {"step": self.step, "epoch": self.epoch, **meter.summary()}
+        summary = meter.summary()
+        loss, wait, rate = self.dist.mean([summary["loss"], summary["data_wait_fraction"], summary["samples_per_s"]])
+        m = {"step": self.step, "epoch": self.epoch, "loss": loss, "samples_per_s": rate * self.dist.world_size,
+             "data_wait_fraction": wait}
         self.echo(f"step {m['step']:6d}  epoch {m['epoch']:3d}  loss {m['loss']:.4f}  "
                   f"{m['samples_per_s']:7.1f} samples/s  data wait {100 * m['data_wait_fraction']:5.1f}%")
         self._metrics(m)
         return m
 
     def _metrics(self, record: dict) -> None:
+        """Append to metrics.jsonl and write the scalars as TensorBoard events (rank 0 only)."""
+        if not self.dist.is_main:
+            return
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+        for key, tag in TENSORBOARD_TAGS.items():
+            if key in record:
+                self.tensorboard.add_scalar(tag, record[key], record["step"])
+
+    @property
+    def tensorboard(self):
+        """TensorBoard writer of ``out_dir/tensorboard`` (opened on first use)."""
+        if self._tensorboard is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tensorboard = SummaryWriter(str(self.out / "tensorboard"))
+        return self._tensorboard
+
+    def close(self) -> None:
+        """Close the TensorBoard writer and leave the process group."""
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
+        self.dist.barrier()
+        self.dist.close()
 
     # -- validation ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -264,8 +341,14 @@ def plot_sample(batch: dict, pred: torch.Tensor, path: Path, level: int = 0, ind
 
 
 def train(cfg: TrainConfig, echo=print) -> dict:
-    """Build a :class:`Trainer` for ``cfg`` and run it; returns the final metrics."""
-    trainer = Trainer(cfg, echo=echo)
-    echo(f"training on {trainer.device} ({trainer.amp_dtype or 'fp32'}): {len(trainer.loader.stream)} train windows, "
-         f"batch {cfg.loader.batch_size}, {cfg.loader.num_workers} workers, from step {trainer.step} -> {trainer.out}")
-    return trainer.fit()
+    """Build a :class:`Trainer` for ``cfg`` (DDP under torchrun) and run it; returns the final metrics."""
+    dist = Dist.from_env()
+    trainer = Trainer(cfg, echo=echo, dist=dist)
+    try:
+        ranks = f", {dist.world_size} DDP ranks" if dist.enabled else ""
+        trainer.echo(f"training on {trainer.device} ({trainer.amp_dtype or 'fp32'}{ranks}): "
+                     f"{len(trainer.loader.stream)} train windows per rank, batch {cfg.loader.batch_size}, "
+                     f"{cfg.loader.num_workers} workers, from step {trainer.step} -> {trainer.out}")
+        return trainer.fit()
+    finally:
+        trainer.close()
