@@ -77,7 +77,7 @@ def test_stream_sample_error_names_the_variable_and_chunk(damaged):
            and 4 <= stream.windows[i].time.start < 8]
     assert hit
     with pytest.raises(SampleError) as info:
-        stream._sample_or_skip(hit[0], 0, 0)
+        stream._sample_or_skip(hit[0], 0, 0, 0)  # (index, epoch, shard, position)
     message = str(info.value)
     assert "ostia/analysed_sst: chunk c/1/0/0" in message and "checksum" in message and f"patch {stream.windows[hit[0]].patch}" in message
 
