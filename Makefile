@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	@# pyinterp: wheels only (an sdist needs Boost/Eigen/cmake); the local mirror's missing dirs are noise.
 	set -o pipefail; $(PY) -m pip install -q --only-binary=pyinterp -e '.[test,download]' 2>&1 | { grep -v 'is ignored' || true; }
-	$(PY) -c 'import pyinterp, torch, zarr, xbatcher, netCDF4, gsw, torchdata, lightning, copernicusmarine, argopy'
+	$(PY) -c 'import pyinterp, torch, zarr, xbatcher, netCDF4, gsw, torchdata, lightning, copernicusmarine'
 	@touch $@
 
 setup: $(VENV)/.installed
