@@ -297,7 +297,7 @@ def check_contract(root, where: str = "") -> None:
     patch table's columns and attributes. ``where`` names the store in the message."""
     problem = _contract_problem(root)
     if problem:
-        raise ContractError(f"{where or root.store}: not a {CONTRACT} cube: {problem}; rebuild it "
+        raise ContractError(f"{where or root.store}: not a {CONTRACT}: {problem}; rebuild it "
                             f"(depthcube build --rebuild)")
 
 
