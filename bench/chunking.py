@@ -4,7 +4,8 @@ Builds the `make cube` demo with 1, 4, 8 and 16 days per chunk and times 128 sam
 dataset presets straight from CubeStream (no DataLoader). Run: .venv/bin/python bench/chunking.py
 """
 import time, subprocess, dataclasses, shutil
-from cube.config import load_cube_config, ChunkConfig
+from cube.config import load_cube_config
+from cube.layout import ChunkConfig
 from cube.build import build
 from loaders import CubeStream, load_dataset_config
 for days in (1, 4, 8, 16):

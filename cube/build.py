@@ -790,7 +790,8 @@ def _collect(journal: store.Journal, report: BuildReport, keys: list[str]):
 
 
 def _patches(cfg: CubeConfig, grid: CubeGrid, ocean_mask: np.ndarray):
-    from .patches import assign_splits, build_patches
+    from .patches import build_patches
+    from .tiling import assign_splits
 
     return assign_splits(build_patches(ocean_mask, grid, cfg.patches), cfg.split)
 

@@ -72,7 +72,7 @@ def _build(args) -> int:
 def _index(args) -> int:
     import dataclasses
 
-    from .patches import PatchSpec, SplitSpec
+    from .tiling import PatchSpec, SplitSpec
     from .index import export_index, rebuild_index
     from .open import describe, open_cube
 

@@ -24,7 +24,8 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 
 from .errors import ConfigError
-from .patches import PatchSpec, SplitSpec
+from .layout import ChunkConfig, CompressionConfig
+from .tiling import PatchSpec, SplitSpec
 
 T = typing.TypeVar("T")
 
@@ -244,39 +245,6 @@ class TimeConfig:
                     raise ValueError(f"{name}: expected a date 'YYYY-MM-DD', got {v!r}") from None
         if self.start and self.end:
             _check(self.start <= self.end, f"start {self.start} is after end {self.end}")
-
-
-@dataclass(frozen=True)
-class ChunkConfig:
-    """Chunk sizes: days per chunk for daily variables, cells per spatial chunk (null = tile_size).
-
-    ``shard_tiles`` (Zarr v3 sharding, for global cubes): spatial chunks per shard side, so one
-    storage object holds ``shard_tiles**2`` chunks and the object count drops by that factor;
-    null = no sharding (the demo's choice: its cube has a few hundred objects).
-    """
-
-    days: int = 8
-    spatial: int | None = None
-    glorys_times: int = 1
-    shard_tiles: int | None = None
-
-    def __post_init__(self):
-        _check(1 <= self.days <= 366, f"days: must be in 1..366, got {self.days}")
-        _check(self.spatial is None or self.spatial >= 8, f"spatial: must be >= 8 cells, got {self.spatial}")
-        _check(self.glorys_times >= 1, f"glorys_times: must be >= 1, got {self.glorys_times}")
-        _check(self.shard_tiles is None or self.shard_tiles >= 1, f"shard_tiles: must be >= 1, got {self.shard_tiles}")
-
-
-@dataclass(frozen=True)
-class CompressionConfig:
-    """Blosc settings for every array (numcodecs/zarr v3 BloscCodec)."""
-
-    cname: Literal["zstd", "lz4", "lz4hc", "zlib"] = "zstd"
-    clevel: int = 3
-    shuffle: Literal["shuffle", "bitshuffle", "noshuffle"] = "shuffle"
-
-    def __post_init__(self):
-        _check(0 <= self.clevel <= 9, f"clevel: must be in 0..9, got {self.clevel}")
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,9 @@ import xarray as xr
 
 from . import store
 from .config import CubeConfig, to_dict
-from .layout import decode_attrs, encode_attrs, group_attrs
-from .patches import PatchSpec, SplitSpec
 from .grid import CubeGrid
-from .layout import array_compressors
+from .layout import TIME_UNITS_DAYS, array_compressors, decode_attrs, encode_attrs, group_attrs
+from .tiling import PATCH_COLUMNS, PatchSpec, SplitSpec, tile_columns
 
 PATCH_ATTRS = {
     "patch": {"long_name": "patch (tile) id", "cf_role": "timeseries_id"},
@@ -37,10 +36,6 @@ PATCH_ATTRS = {
     "split": {"long_name": "train / val (patch-level splits) or all (sample-level splits)"},
     "obs_count": {"units": "1", "long_name": "profile values inside the tile per UTC day", "cell_methods": "time: sum"},
 }
-
-
-def tile_columns(col0: int, tile: int, nlon: int) -> np.ndarray:
-    return (col0 + np.arange(tile)) % nlon
 
 
 def obs_count(root, patches: pd.DataFrame, tile: int, days_per_read: int = 64) -> np.ndarray:
@@ -63,15 +58,14 @@ def write_patch_index(url: str, patches: pd.DataFrame, grid: CubeGrid, cfg: Cube
     counts = obs_count(root, patches, cfg.patches.tile_size)
     time = root["profiles/time"][:]
     ds = xr.Dataset(
-        {name: ("patch", patches[name].to_numpy()) for name in
-         ("row0", "col0", "lat0", "lat1", "lon0", "lon1", "lat_center", "lon_center", "invalid_fraction")},
+        {name: ("patch", patches[name].to_numpy()) for name in PATCH_COLUMNS if name != "patch"},
         coords={"patch": patches["patch"].to_numpy().astype(np.int32)},
     )
     # Variable-length UTF-8 (zarr v3 "string", NetCDF-4 NC_STRING), not numpy's fixed-width
     # unicode, which zarr stores in a type without a v3 specification and NetCDF does not have.
     ds["split"] = ("patch", patches["split"].astype(str).to_numpy().astype(object))
     ds["obs_count"] = (("patch", "time"), counts)
-    ds = ds.assign_coords(time=("time", time, {"units": store.TIME_UNITS_DAYS, "calendar": "proleptic_gregorian"}))
+    ds = ds.assign_coords(time=("time", time, {"units": TIME_UNITS_DAYS, "calendar": "proleptic_gregorian"}))
     for name, attrs in PATCH_ATTRS.items():
         ds[name].attrs.update(attrs)
     ds.attrs = encode_attrs({**group_attrs("patches"), "featureType": "timeSeries", "tile_size": cfg.patches.tile_size,
@@ -88,7 +82,8 @@ def write_patch_index(url: str, patches: pd.DataFrame, grid: CubeGrid, cfg: Cube
 
 def rebuild_index(url: str, patches_cfg: PatchSpec | None = None, split_cfg: SplitSpec | None = None) -> pd.DataFrame:
     """``depthcube index``: recompute the patch index of an existing cube without rebuilding it."""
-    from .patches import assign_splits, build_patches
+    from .patches import build_patches
+    from .tiling import assign_splits
 
     root = store.open_root(url)
     build_attrs = decode_attrs(root.attrs.asdict()).get("build", {})

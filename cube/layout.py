@@ -1,6 +1,13 @@
 """The cube contract (DESIGN.md section 4) declared as data: groups, variables, dims, dtypes,
-fill values, chunking and codecs. The builder creates arrays from these specs; the loaders and
-tests check a cube against them. Nothing here touches storage.
+fill values, the chunk and codec specs (:class:`ChunkConfig`, :class:`CompressionConfig`), the
+attribute encoding, the time encoding both ways (:func:`days_to_int` / :func:`days_from_int`,
+:func:`hours_to_int` / :func:`times_from_hours`) and :func:`check_contract`.
+
+Part of the contract layer with :mod:`cube.tiling`; imports nothing else from ``cube/`` but
+``cube.errors``. The builder (``cube.store``) creates arrays from these specs and writes time with
+these encoders; the loaders (``loaders.reader.CubeReader``) and ``cube.open.open_cube`` call
+:func:`check_contract` on open and decode time with the same functions. Nothing here writes:
+:func:`check_contract` reads only the metadata of a zarr group it is given.
 
 Chunking (guidance, decided by measurement, see README "Cube layout"):
 - spatial chunks = ``tile_size`` cells (a training window reads exactly one chunk per day block),
@@ -29,10 +36,12 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
-from .config import ChunkConfig, CompressionConfig
+from .errors import DepthcubeError
+from .tiling import PATCH_COLUMNS
 
 CONTRACT = "depthcube cube v1"
 CONVENTIONS = "CF-1.10"
@@ -49,6 +58,45 @@ GROUP_TITLES = {
 #: Attributes holding structured values, stored as JSON strings (NetCDF attributes cannot hold
 #: dicts or lists of records).
 JSON_ATTRS = frozenset({"build", "inputs", "rejects", "profiles", "patch_config", "split_config"})
+
+
+def _check(cond: bool, message: str):
+    if not cond:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class ChunkConfig:
+    """Chunk sizes: days per chunk for daily variables, cells per spatial chunk (null = tile_size).
+
+    ``shard_tiles`` (Zarr v3 sharding, for global cubes): spatial chunks per shard side, so one
+    storage object holds ``shard_tiles**2`` chunks and the object count drops by that factor;
+    null = no sharding (the demo's choice: its cube has a few hundred objects).
+    """
+
+    days: int = 8
+    spatial: int | None = None
+    glorys_times: int = 1
+    shard_tiles: int | None = None
+
+    def __post_init__(self):
+        _check(1 <= self.days <= 366, f"days: must be in 1..366, got {self.days}")
+        _check(self.spatial is None or self.spatial >= 8, f"spatial: must be >= 8 cells, got {self.spatial}")
+        _check(self.glorys_times >= 1, f"glorys_times: must be >= 1, got {self.glorys_times}")
+        _check(self.shard_tiles is None or self.shard_tiles >= 1, f"shard_tiles: must be >= 1, got {self.shard_tiles}")
+
+
+@dataclass(frozen=True)
+class CompressionConfig:
+    """Blosc settings for every array (numcodecs/zarr v3 BloscCodec)."""
+
+    cname: Literal["zstd", "lz4", "lz4hc", "zlib"] = "zstd"
+    clevel: int = 3
+    shuffle: Literal["shuffle", "bitshuffle", "noshuffle"] = "shuffle"
+
+    def __post_init__(self):
+        _check(0 <= self.clevel <= 9, f"clevel: must be in 0..9, got {self.clevel}")
+
 
 
 @dataclass(frozen=True)
@@ -194,3 +242,93 @@ def decode_attrs(attrs: Mapping) -> dict:
     """Attributes as the code uses them: :data:`JSON_ATTRS` parsed back to dicts and lists.
     Values that are not strings (a cube written before these were JSON) are returned as they are."""
     return {k: json.loads(v) if k in JSON_ATTRS and isinstance(v, str) else v for k, v in attrs.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Time encoding (both ways: the builder writes it, the loaders read it back)
+# --------------------------------------------------------------------------------------------
+
+#: The epoch of every stored time coordinate: ``days since`` it for the daily groups (ostia,
+#: profiles, patches), ``hours since`` it for the GLORYS snapshots.
+EPOCH = np.datetime64("1950-01-01", "D")
+TIME_UNITS_DAYS = "days since 1950-01-01"
+TIME_UNITS_HOURS = "hours since 1950-01-01"
+
+
+def days_to_int(days: np.ndarray) -> np.ndarray:
+    """Calendar days -> int64 days since :data:`EPOCH` (as stored)."""
+    return (np.asarray(days, dtype="datetime64[D]") - EPOCH).astype(np.int64)
+
+
+def hours_to_int(times: np.ndarray) -> np.ndarray:
+    """Times -> int64 whole hours since :data:`EPOCH` (as stored for GLORYS)."""
+    return (np.asarray(times, dtype="datetime64[h]") - EPOCH.astype("datetime64[h]")).astype(np.int64)
+
+
+def days_from_int(stored: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`days_to_int`: datetime64[D]."""
+    return EPOCH + np.asarray(stored).astype("timedelta64[D]")
+
+
+def times_from_hours(stored: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`hours_to_int`: datetime64[s]."""
+    return (EPOCH.astype("datetime64[h]") + np.asarray(stored).astype("timedelta64[h]")).astype("datetime64[s]")
+
+
+# --------------------------------------------------------------------------------------------
+# What a loader relies on
+# --------------------------------------------------------------------------------------------
+
+#: Arrays of the ``patches`` group a loader reads, with their dims (besides the patch table's
+#: columns, all on ``(patch,)``).
+PATCH_ARRAYS = {"split": ("patch",), "obs_count": ("patch", "time")}
+#: Attributes of the ``patches`` group a loader reads.
+PATCH_GROUP_ATTRS = ("tile_size", "split_config")
+
+
+class ContractError(DepthcubeError):
+    """A store is not a cube of this contract (or is damaged in its structure); one line, naming the store."""
+
+
+def check_contract(root, where: str = "") -> None:
+    """Raise :class:`ContractError` in one line unless the zarr group ``root`` is a cube of
+    :data:`CONTRACT` with everything a loader relies on: the contract attribute, the five groups,
+    every variable of :data:`VARIABLES` with its dims and dtype, the time coordinates, and the
+    patch table's columns and attributes. ``where`` names the store in the message."""
+    problem = _contract_problem(root)
+    if problem:
+        raise ContractError(f"{where or root.store}: not a {CONTRACT}: {problem}; rebuild it "
+                            f"(depthcube build --rebuild)")
+
+
+def _contract_problem(root) -> str | None:
+    contract = root.attrs.get("contract")
+    if contract != CONTRACT:
+        return f"its contract attribute is {contract!r}, expected {CONTRACT!r}"
+    groups = set(root.group_keys())
+    missing = [g for g in GROUP_TITLES if g not in groups]
+    if missing:
+        return f"group(s) {missing} missing"
+    expected = [(v.path, v.dims, v.dtype) for v in VARIABLES]
+    expected += [(f"{g}/time", ("time",), "int64") for g in ("ostia", "glorys", "profiles")]
+    expected += [(f"patches/{c}", ("patch",), None) for c in PATCH_COLUMNS]
+    expected += [(f"patches/{name}", dims, None) for name, dims in PATCH_ARRAYS.items()]
+    for path, dims, dtype in expected:
+        problem = _array_problem(root, path, dims, dtype)
+        if problem:
+            return problem
+    lacking = [a for a in PATCH_GROUP_ATTRS if a not in root["patches"].attrs]
+    return f"patches attribute(s) {lacking} missing" if lacking else None
+
+
+def _array_problem(root, path: str, dims: tuple, dtype: str | None) -> str | None:
+    group, name = path.split("/")
+    if name not in set(root[group].array_keys()):
+        return f"array {path} missing"
+    arr = root[path]
+    found_dims = tuple(arr.metadata.dimension_names or ())
+    if found_dims != tuple(dims):
+        return f"{path} has dims {found_dims}, expected {tuple(dims)}"
+    if dtype is not None and np.dtype(arr.dtype) != np.dtype(dtype):
+        return f"{path} has dtype {np.dtype(arr.dtype)}, expected {dtype}"
+    return None

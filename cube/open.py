@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import xarray as xr
+import zarr
 
 from .errors import DepthcubeError
-from .layout import CONTRACT, decode_attrs
+from .layout import check_contract, decode_attrs
 
 
 def open_cube(path: str, chunks: dict | None | str = "auto", storage_options: dict | None = None) -> xr.DataTree:
@@ -15,18 +16,19 @@ def open_cube(path: str, chunks: dict | None | str = "auto", storage_options: di
     Groups ``ostia``, ``glorys``, ``profiles``, ``static``, ``patches``; nothing is read until
     values are asked for. ``chunks="auto"`` (default) gives dask arrays on the stored chunks;
     ``chunks=None`` gives xarray's lazy backend arrays without dask (what the training loaders use).
-    Opening uses the consolidated metadata, so a reader never sees an append in progress.
+    Opening uses the consolidated metadata, so a reader never sees an append in progress, and
+    checks the contract first (:func:`cube.layout.check_contract`): a store that is not a cube of
+    this contract raises ``ContractError`` in one line.
     """
     kwargs = {"storage_options": storage_options} if storage_options else {}
     if chunks == "auto":
         chunks = {}
     try:
-        tree = xr.open_datatree(str(path), engine="zarr", consolidated=True, chunks=chunks, zarr_format=3, **kwargs)
+        root = zarr.open_group(str(path), mode="r", zarr_format=3, use_consolidated=True, **kwargs)
     except FileNotFoundError:
         raise DepthcubeError(f"{path}: no cube here (run `depthcube build` first)") from None
-    if tree.attrs.get("contract") != CONTRACT:
-        raise DepthcubeError(f"{path}: not a depthcube cube (contract {tree.attrs.get('contract')!r}, expected {CONTRACT!r})")
-    return tree
+    check_contract(root, str(path))
+    return xr.open_datatree(str(path), engine="zarr", consolidated=True, chunks=chunks, zarr_format=3, **kwargs)
 
 
 def _stored_mb(path: str) -> float | None:

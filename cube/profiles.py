@@ -1,8 +1,10 @@
-"""The in-memory form every profile reader returns, and the reference vertical alignment rule.
+"""The in-memory form every profile reader returns: :class:`ProfileTable`.
 
 Readers (``cube.readers.en4``, ``cube.readers.argo``) hand the builder a :class:`ProfileTable`:
-one row per QC-accepted profile, levels that failed QC already NaN, potential temperature in
-degC, depth in metres (positive down), longitudes in [-180, 180).
+one row per QC-accepted profile, levels that failed QC already NaN, temperature in degC
+(potential or in situ, as ``profiles.temperature`` asks), depth in metres (positive down),
+longitudes in [-180, 180); ``rejected`` and ``levels_rejected`` count what QC dropped. The
+vertical alignment onto the GLORYS levels is :mod:`cube.vertical`'s, not this module's.
 """
 
 from __future__ import annotations

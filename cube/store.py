@@ -1,8 +1,15 @@
-"""Zarr v3 storage of the cube: create arrays from ``cube.layout``, region writes, attributes,
-consolidation, and the atomic "stage then rename" publication of a build.
+"""Zarr v3 storage of the cube: create its groups and arrays from ``cube.layout``, grow the time
+axis (appends), root attributes, consolidation, and the atomic "stage then rename" publication of
+a build. The builder's tasks write array regions themselves (zarr region writes on the arrays
+created here).
+
+Also the build lock (:class:`BuildLock`), the task journal of a resumable build, and the
+removal of what a build made. The time encoding written here is :mod:`cube.layout`'s
+(``days_to_int``/``hours_to_int``), the same module the loaders read it back with.
 
 Any fsspec URL works (local path, ``s3://``, ``memory://``). The builder is the only writer;
-loaders open the published cube read-only through :func:`open_cube`.
+readers open the published cube read-only, through :func:`cube.open.open_cube` (xarray) or
+``loaders.reader.CubeReader`` (zarr), both checking its contract first.
 
 Visibility rules (what a concurrent reader sees):
 - a new cube is built under ``<name>.partial`` and renamed to its final name only when complete,
@@ -39,15 +46,11 @@ import fsspec
 import numpy as np
 import zarr
 
-from .config import ChunkConfig, CompressionConfig
 from .errors import DepthcubeError
-from .layout import (BOUNDS_DIM, CONTRACT, VARIABLES, VariableSpec, array_compressors, cell_bounds, coordinate_attrs,
-                     encode_attrs, group_attrs)
+from .layout import (BOUNDS_DIM, CONTRACT, TIME_UNITS_DAYS, TIME_UNITS_HOURS, VARIABLES, ChunkConfig, CompressionConfig,
+                     VariableSpec, array_compressors, cell_bounds, coordinate_attrs, days_to_int, encode_attrs,
+                     group_attrs, hours_to_int)
 from .layout import json_default as _json_default
-
-TIME_UNITS_DAYS = "days since 1950-01-01"
-TIME_UNITS_HOURS = "hours since 1950-01-01"
-EPOCH = np.datetime64("1950-01-01", "D")
 
 
 def is_remote(url: str) -> bool:
@@ -67,14 +70,6 @@ def exists(url: str) -> bool:
 def open_root(url: str, mode: str = "r+") -> zarr.Group:
     """The cube's root group. Writers bypass the consolidated metadata (it is rewritten last)."""
     return zarr.open_group(str(url), mode=mode, zarr_format=3, use_consolidated=(mode == "r"))
-
-
-def days_to_int(days: np.ndarray) -> np.ndarray:
-    return (np.asarray(days, dtype="datetime64[D]") - EPOCH).astype(np.int64)
-
-
-def hours_to_int(times: np.ndarray) -> np.ndarray:
-    return ((np.asarray(times, dtype="datetime64[h]") - EPOCH.astype("datetime64[h]")).astype(np.int64))
 
 
 def create_cube(url: str, *, days: np.ndarray, glorys_times: np.ndarray, lat: np.ndarray, lon: np.ndarray,

@@ -12,9 +12,10 @@ argo       float32   50     NaN       3          window-mean profile temperature
 glorys     int16     50     -32768    2          window-mean thetao, ``rint(degC * 100)``
 =========  ========  =====  ========  =========  =================================================
 
-Values come from the loaders' sample assembly (:func:`loaders.sample.dense_target`,
-``surface_condition``, ``sparse_input`` on windows read by :class:`loaders.reader.CubeReader`),
-in degC before normalisation, so a GeoTIFF pixel is exactly what a training sample holds.
+Values come from the loaders' sample assembly (:func:`loaders.sample.window_fields`, the step of
+:func:`loaders.sample.assemble` before band selection and z-score, on windows read by
+:class:`loaders.reader.CubeReader`), in degC, so a GeoTIFF pixel is exactly what a training
+sample holds.
 Whatever the preset, the export uses the reference's sources: real profiles for ``x``, OSTIA
 (undegraded) for ``eo``, all 50 levels, no augmentation; the preset gives ``window_days`` and
 ``min_profiles``.
@@ -75,10 +76,11 @@ from pathlib import Path
 import numpy as np
 
 from cube.constants import GLORYS_DEPTHS
+from cube.tiling import block_order, unwrapped_east
 
 from .config import DatasetConfig, EOConfig
 from .corruption import sample_rng
-from .sample import dense_target, nearest_snapshots, sparse_input, surface_condition, yyyymmdd
+from .sample import nearest_snapshots, window_fields, yyyymmdd
 
 MANIFEST_NAME = "ostia_argo_tiff_index.csv"
 MIN_OBSERVED_COLUMNS = 4
@@ -168,13 +170,12 @@ def sample_basename(date: int, patch: int) -> str:
 
 def block_shuffle(indices: np.ndarray, block_size: int | None, seed: int | None) -> np.ndarray:
     """``indices`` cut into contiguous blocks of ``block_size``, blocks permuted with
-    ``default_rng(seed)``, order inside each block kept (reference 4.2). None = unchanged."""
+    ``default_rng(seed)``, order inside each block kept (reference 4.2; :func:`cube.tiling.block_order`).
+    None = unchanged."""
     indices = np.asarray(indices)
     if block_size is None or len(indices) == 0:
         return indices
-    blocks = [indices[s:s + block_size] for s in range(0, len(indices), block_size)]
-    order = np.random.default_rng(seed).permutation(len(blocks))
-    return np.concatenate([blocks[k] for k in order])
+    return indices[block_order(len(indices), block_size, np.random.default_rng(seed))]
 
 
 def export_config(cfg: DatasetConfig) -> DatasetConfig:
@@ -324,16 +325,13 @@ def window_arrays(stream, index: int) -> WindowArrays:
     w = stream.windows[index]
     win = stream.read_window(w)
     cfg = stream.config
-    rng = sample_rng(cfg.seed, 0, index)  # unused by these modes; the functions take one
-    y_c, y_valid = dense_target(win)
-    eo_c = surface_condition(win, cfg, y_c, rng)
-    x_c, x_valid = sparse_input(win, cfg, y_c, y_valid, rng)
+    f = window_fields(win, cfg, sample_rng(cfg.seed, 0, index))  # rng unused by these modes
     flip = (Ellipsis, slice(None, None, -1), slice(None))
     snap_ok = np.isfinite(win.glorys).any(axis=(1, 2, 3))
     observed = stream.reader.read("profiles/n_obs", w.time, w.rows, w.cols) > 0
     return WindowArrays(
-        eo=np.asarray(eo_c, np.float32)[flip], x=np.where(x_valid, x_c, np.nan).astype(np.float32)[flip],
-        y=np.asarray(y_c, np.float32)[flip], x_valid=x_valid[flip],
+        eo=np.asarray(f.eo, np.float32)[flip], x=np.where(f.x_valid, f.x, np.nan).astype(np.float32)[flip],
+        y=np.where(f.y_valid, f.y, np.float32(np.nan)).astype(np.float32)[flip], x_valid=f.x_valid[flip],
         ostia_days=int(np.isfinite(win.sst_k).any(axis=(1, 2)).sum()),
         glorys_days=int(win.glorys_days[snap_ok].sum()),
         argo_days=int(observed.any(axis=(1, 2)).sum()), argo_profiles=int(observed.sum()),
@@ -522,8 +520,7 @@ class _Exporter:
 
 def _east(p) -> float:
     """East edge, unwrapped (> 180) for a tile crossing the dateline so the raster keeps its width."""
-    lon0, lon1 = float(p["lon0"]), float(p["lon1"])
-    return lon1 + 360.0 if lon1 <= lon0 else lon1
+    return float(unwrapped_east(float(p["lon0"]), float(p["lon1"])))
 
 
 def _nonzero_max_count(x: np.ndarray) -> int:

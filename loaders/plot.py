@@ -28,6 +28,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter
 
 from cube.constants import GLORYS_DEPTHS, PLOT_CMAP, PLOT_TEMP_MAX_C, PLOT_TEMP_MIN_C, denormalise_to_celsius
+from cube.tiling import unwrapped_east
 
 from .config import DatasetConfig
 from .reader import CubeReader
@@ -173,7 +174,7 @@ def _draw_tiles(ax, reader: CubeReader, extent) -> None:
     width = extent[1] - extent[0]
     for (_, p), n in zip(patches.iterrows(), obs):
         colour = SPLIT_COLOURS.get(p["split"], SPLIT_COLOURS["all"])
-        lon1 = p["lon1"] + 360.0 if p["lon1"] <= p["lon0"] else p["lon1"]
+        lon1 = float(unwrapped_east(p["lon0"], p["lon1"]))
         # A tile wrapping the dateline is drawn at both ends of a global map.
         for shift in (0.0, -360.0) if lon1 > extent[1] + 1e-9 and width > 359 else (0.0,):
             ax.add_patch(Rectangle((p["lon0"] + shift, p["lat0"]), lon1 - p["lon0"], p["lat1"] - p["lat0"],
@@ -313,7 +314,7 @@ def plot_samples(cube: str, out_dir: str | Path, n: int = 4, config: DatasetConf
     for i in np.unique(np.linspace(0, len(stream) - 1, min(n, len(stream))).round().astype(int)):
         s = stream.sample(int(i))
         p = patches.loc[s["info"]["patch"]]
-        lon1 = p["lon1"] + 360.0 if p["lon1"] <= p["lon0"] else p["lon1"]
+        lon1 = float(unwrapped_east(p["lon0"], p["lon1"]))
         title = (f"patch {s['info']['patch']} ({s['info']['split']}), window centred {s['info']['day']} "
                  f"({s['info']['window_days']} days), x: {s['info']['x_source']}")
         path = Path(out_dir) / f"sample_{int(i):06d}.png"

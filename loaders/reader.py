@@ -6,7 +6,11 @@ block-shuffled order (consecutive samples share a tile and neighbouring days), e
 decoded once per visit and serves every sample that overlaps it.
 
 A ``CubeReader`` is picklable: it holds only the URL; each process (DataLoader worker, DDP rank)
-opens the store lazily on first use, so no zarr/fsspec handle crosses a fork or spawn.
+opens the store lazily on first use, so no zarr/fsspec handle crosses a fork or spawn. Opening
+checks the cube's contract (:func:`cube.layout.check_contract`: contract version, groups,
+variables, dims, dtypes), so a foreign or structurally damaged store fails in one line
+(``cube.layout.ContractError``) before any sample is read. Stored times are decoded with the
+contract's own decoders (:func:`cube.layout.days_from_int`, :func:`cube.layout.times_from_hours`).
 
 Damage. Every cube array carries zarr's ``crc32c`` checksum (``cube.layout.array_compressors``);
 the direct decode verifies it before decompressing, and any chunk that fails to decode, through
@@ -30,9 +34,9 @@ import zarr
 from numcodecs import Blosc
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
 
-from cube.layout import decode_attrs
+from cube.layout import check_contract, days_from_int, decode_attrs, times_from_hours
+from cube.tiling import PATCH_COLUMNS, column_runs
 
-EPOCH = np.datetime64("1950-01-01", "D")
 _BLOSC = Blosc()  # decodes any Blosc frame (the frame header carries its own settings)
 log = logging.getLogger("depthcube.loaders")
 
@@ -91,7 +95,9 @@ class CubeReader:
             self._root, self._pid, self._arrays = None, os.getpid(), {}
         if self._root is None:
             kwargs = {"storage_options": self.storage_options} if self.storage_options else {}
-            self._root = zarr.open_group(self.url, mode="r", zarr_format=3, use_consolidated=True, **kwargs)
+            root = zarr.open_group(self.url, mode="r", zarr_format=3, use_consolidated=True, **kwargs)
+            check_contract(root, self.url)
+            self._root = root
         return self._root
 
     # -- metadata (small, read once per process) ------------------------------------------------
@@ -102,20 +108,17 @@ class CubeReader:
 
     @cached_property
     def days(self) -> np.ndarray:
-        return EPOCH + self.root["ostia/time"][:].astype("timedelta64[D]")
+        return days_from_int(self.root["ostia/time"][:])
 
     @cached_property
     def glorys_times(self) -> np.ndarray:
-        hours = self.root["glorys/time"][:].astype("timedelta64[h]")
-        return (EPOCH.astype("datetime64[h]") + hours).astype("datetime64[s]")
+        return times_from_hours(self.root["glorys/time"][:])
 
     @cached_property
     def patches(self) -> pd.DataFrame:
         g = self.root["patches"]
-        cols = ("row0", "col0", "lat0", "lat1", "lon0", "lon1", "lat_center", "lon_center", "invalid_fraction", "split")
-        df = pd.DataFrame({c: g[c][:] for c in cols})
+        df = pd.DataFrame({c: g[c][:] for c in PATCH_COLUMNS + ("split",)})
         df["split"] = df["split"].astype(str)
-        df.insert(0, "patch", g["patch"][:])
         return df
 
     @cached_property
@@ -148,10 +151,8 @@ class CubeReader:
         if isinstance(cols, slice):
             return self._read_box(path, arr, time, rows, cols, sum_time, north_up)
         # A dateline-wrapping tile: read the contiguous runs and join them.
-        breaks = np.flatnonzero(np.diff(cols) != 1) + 1
-        runs = np.split(cols, breaks)
-        return np.concatenate([self._read_box(path, arr, time, rows, slice(int(r[0]), int(r[-1]) + 1), sum_time,
-                                              north_up) for r in runs], axis=-1)
+        return np.concatenate([self._read_box(path, arr, time, rows, run, sum_time, north_up)
+                               for run in column_runs(cols)], axis=-1)
 
     def array(self, path: str) -> zarr.Array:
         """The zarr array at ``path`` (looked up once per process; warns once if it has no checksum)."""

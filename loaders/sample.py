@@ -136,13 +136,34 @@ def _zscore(t_c: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return z
 
 
+@dataclass
+class WindowFields:
+    """A window's fields in degC, in the window's orientation, before band selection and z-score:
+    what :func:`assemble` normalises and ``loaders.export`` writes. Validity is in the masks; ``eo``
+    and ``x`` are NaN where invalid, ``y`` holds arbitrary values there (use ``y_valid``)."""
+
+    eo: np.ndarray        # (H, W)
+    eo_valid: np.ndarray  # (H, W) bool
+    x: np.ndarray         # (50, H, W)
+    x_valid: np.ndarray   # (50, H, W) bool
+    y: np.ndarray         # (50, H, W)
+    y_valid: np.ndarray   # (50, H, W) bool
+
+
+def window_fields(win: WindowData, cfg: DatasetConfig, rng: np.random.Generator) -> WindowFields:
+    """Dense target, surface condition and sparse input of one window (rng drawn in that order:
+    eo degradations, then the x corruption)."""
+    y_c, y_valid = _dense_target(win)
+    eo_c = surface_condition(win, cfg, np.where(y_valid[:1], y_c[:1], np.float32(np.nan)), rng)
+    x_c, x_valid = sparse_input(win, cfg, y_c, y_valid, rng)
+    return WindowFields(eo_c, np.isfinite(eo_c), x_c, x_valid, y_c, y_valid)
+
+
 def assemble(win: WindowData, cfg: DatasetConfig, rng: np.random.Generator, *, centre_day: np.datetime64,
              coords: tuple[float, float], info: dict) -> dict:
     """The sample dict of DESIGN.md section 6 (numpy; the stream turns it into tensors)."""
-    y_c, y_valid = _dense_target(win)
-    eo_c = surface_condition(win, cfg, np.where(y_valid[:1], y_c[:1], np.float32(np.nan)), rng)
-    eo_valid = np.isfinite(eo_c)
-    x_c, x_valid = sparse_input(win, cfg, y_c, y_valid, rng)
+    f = window_fields(win, cfg, rng)
+    eo_c, eo_valid, x_c, x_valid, y_c, y_valid = f.eo, f.eo_valid, f.x, f.x_valid, f.y, f.y_valid
     lo, hi = cfg.target_bands
     x_c, x_valid, y_c, y_valid = x_c[lo:hi], x_valid[lo:hi], y_c[lo:hi], y_valid[lo:hi]
 

@@ -56,6 +56,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from cube.errors import ConfigError
+from cube.tiling import block_order
 
 from .config import DatasetConfig
 from .corruption import sample_rng
@@ -163,11 +164,8 @@ class CubeStream(IterableDataset):
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """Window indices of one epoch: blocks of ``block_size`` in shuffled order, a short last block last."""
-        n, b = len(self.windows), self.config.block_size
-        starts = np.arange(0, n - n % b, b)
-        if self.shuffle:
-            starts = starts[np.random.default_rng([self.config.seed, epoch]).permutation(len(starts))]
-        return np.concatenate([(starts[:, None] + np.arange(b)).ravel(), np.arange(n - n % b, n)]).astype(np.int64)
+        rng = np.random.default_rng([self.config.seed, epoch]) if self.shuffle else None
+        return block_order(len(self.windows), self.config.block_size, rng, short_last_stays_last=True)
 
     def rank_indices(self, epoch: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
         """Window indices of one DDP rank: an equal contiguous slice of the (padded or cut) epoch order."""

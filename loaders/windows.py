@@ -1,18 +1,20 @@
 """Which windows an epoch uses, and where each one lies in the cube.
 
 A window is one patch (a tile of the cube's patch index) x ``window`` consecutive days centred on
-a day. The patch index chooses the tiles and their split; :func:`cube.patches.sample_rows` turns
+a day. The patch index chooses the tiles and their split; :func:`cube.tiling.sample_rows` turns
 them into (patch, centre day) rows, with the per-patch profile filter.
 
-How xbatcher is used, and why: xbatcher owns the window geometry along time. One
-``xbatcher.BatchGenerator`` over the cube's daily axis (``input_dims={"time": window}``,
-``input_overlap={"time": window - 1}``) yields every centred window's time selector, the same
-windows a notebook user gets from xbatcher on the cube; the spatial selector is the patch's tile
-(row0/col0 from the index, which may wrap across the dateline on a global cube, something
-xbatcher's slicing cannot express). We take xbatcher's *selectors* but not its loading: the
-generator is built over a coordinate-only template with ``preload_batch=False``, so it never
-touches data, and reads go through :class:`loaders.reader.CubeReader`'s chunk cache instead of
-per-sample xarray/dask indexing (DESIGN.md 7 guidance: no dask in the per-sample hot path).
+Where a window lies comes from the cube contract's tiling rules, not from xbatcher: the days are
+:func:`cube.tiling.window_days_slice` (the odd window centred on the row's day) and the columns
+:func:`cube.tiling.tile_column_selector` (a slice, or an index array for a tile that wraps
+across the dateline on a global cube, which xbatcher's contiguous slicing cannot express).
+xbatcher is not used for the time axis either: its public API yields windows as loaded xarray
+objects, not as positions, and reading its internal selector table is not public. The windows
+are the same ones ``xbatcher.BatchGenerator(input_dims={"time": window},
+input_overlap={"time": window - 1})`` makes on the cube's daily axis (``tests/test_stream.py``
+checks this through xbatcher's public indexing). Reads go through
+:class:`loaders.reader.CubeReader`'s chunk cache instead of per-sample xarray/dask indexing
+(DESIGN.md 7 guidance: no dask in the per-sample hot path).
 """
 
 from __future__ import annotations
@@ -21,12 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import xarray as xr
-import xbatcher
 
-from cube.index import tile_columns
 from cube.layout import decode_attrs
-from cube.patches import SplitSpec, sample_rows
+from cube.tiling import SplitSpec, sample_rows, tile_column_selector, window_days_slice
 
 from .config import DatasetConfig
 from .reader import CubeReader
@@ -84,10 +83,6 @@ class Windows:
         self.patches = reader.patches.set_index("patch")
         self.tile = reader.tile
         self.nlon = reader.ocean_mask.shape[1]
-        template = xr.Dataset({"day": ("time", np.arange(len(days)))})
-        self._time_windows = xbatcher.BatchGenerator(
-            template, input_dims={"time": self.window}, input_overlap={"time": self.window - 1}, preload_batch=False)
-        self._selectors = self._time_windows._batch_selectors.selectors
         self._days = days
         self._patch_ids = self.rows["patch"].to_numpy()
         self._day_index = self.rows["day_index"].to_numpy()
@@ -99,12 +94,11 @@ class Windows:
     def __getitem__(self, i: int) -> Window:
         patch = int(self._patch_ids[i])
         centre = int(self._day_index[i])
-        time = self._selectors[centre - self.window // 2][0]["time"]
         p = self.patches.loc[patch]
         r0, c0 = int(p["row0"]), int(p["col0"])
-        cols = tile_columns(c0, self.tile, self.nlon)
-        cols = slice(c0, c0 + self.tile) if cols[-1] == c0 + self.tile - 1 else cols
-        return Window(i, patch, str(self._splits[i]), self._days[centre], time, slice(r0, r0 + self.tile), cols,
+        cols = tile_column_selector(c0, self.tile, self.nlon)
+        return Window(i, patch, str(self._splits[i]), self._days[centre], window_days_slice(centre, self.window),
+                      slice(r0, r0 + self.tile), cols,
                       float(p["lat_center"]), float(p["lon_center"]))
 
     def frame(self) -> pd.DataFrame:

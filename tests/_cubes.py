@@ -6,12 +6,13 @@ from __future__ import annotations
 import numpy as np
 
 from cube import store
-from cube.config import ChunkConfig, CompressionConfig, CubeConfig
+from cube.config import CubeConfig
 from cube.constants import GLORYS_DEPTHS
 from cube.grid import CubeGrid
 from cube.index import write_patch_index
-from cube.layout import CONTRACT
-from cube.patches import PatchSpec, SplitSpec, assign_splits, build_patches
+from cube.layout import CONTRACT, ChunkConfig, CompressionConfig
+from cube.patches import build_patches
+from cube.tiling import PatchSpec, SplitSpec, assign_splits
 
 GRID = CubeGrid(lat_south=40.0, lon_west=-20.0, resolution=0.1, nlat=32, nlon=48)
 DAYS = np.arange(np.datetime64("2010-01-25"), np.datetime64("2010-02-14"), dtype="datetime64[D]")  # 20 days

@@ -23,13 +23,14 @@ from hypothesis import strategies as st
 
 from _cubes import GRID, SNAPSHOTS, TILE
 from cube import store
-from cube.config import ChunkConfig, CompressionConfig, CubeConfig
+from cube.config import CubeConfig
 from cube.constants import GLORYS_DEPTHS
 from cube.errors import InputError
 from cube.grid import CubeGrid
 from cube.index import write_patch_index
-from cube.layout import CONTRACT
-from cube.patches import PatchSpec, SplitSpec, assign_splits, build_patches
+from cube.layout import CONTRACT, ChunkConfig, CompressionConfig
+from cube.patches import build_patches
+from cube.tiling import PatchSpec, SplitSpec, assign_splits
 from cube.profiles import ProfileTable
 from cube.readers import read_en4, read_glorys, read_ostia
 from cube.readers.common import JULD_VALID_DAYS

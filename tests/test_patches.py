@@ -10,8 +10,8 @@ import pytest
 
 from cube.errors import ConfigError
 from cube.grid import CubeGrid
-from cube.patches import (PatchSpec, SplitSpec, assign_splits, build_patches, export_patches,
-                          n_val_clamped, sample_rows)
+from cube.patches import build_patches, export_patches
+from cube.tiling import PatchSpec, SplitSpec, assign_splits, n_val_clamped, sample_rows
 
 
 def _ocean(grid: CubeGrid) -> np.ndarray:

@@ -178,3 +178,23 @@ def test_direct_chunk_decode_equals_zarr(tiny_cube):
             direct = reader._decode_direct(path, arr, cidx, origin)
             expected = arr[tuple(slice(o, min(o + c, n)) for o, c, n in zip(origin, arr.chunks, arr.shape))]
             assert direct is not None and np.array_equal(direct, expected, equal_nan=True), (path, cidx)
+
+
+def test_window_days_are_xbatchers_time_windows(cube):
+    """The windows' days are the ones xbatcher's public API makes on the cube's daily axis:
+    BatchGenerator(input_dims={"time": window}, input_overlap={"time": window - 1})[k] is the
+    window starting on day k, i.e. centred on day k + window // 2."""
+    import xarray as xr
+    import xbatcher
+
+    stream = CubeStream(cube, DatasetConfig(window_days=4), split="all", shuffle=False)  # 4 -> 5 days
+    days = stream.reader.days
+    window = stream.windows.window
+    assert window == 5
+    gen = xbatcher.BatchGenerator(xr.Dataset(coords={"time": days}), input_dims={"time": window},
+                                  input_overlap={"time": window - 1})
+    assert len(gen) == len(days) - window + 1
+    for i in range(len(stream.windows)):
+        w = stream.windows[i]
+        k = int(np.flatnonzero(days == w.centre)[0]) - window // 2
+        assert (days[w.time] == gen[k]["time"].values).all()

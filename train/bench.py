@@ -42,12 +42,13 @@ import xarray as xr
 from torch.utils.data import DataLoader, IterableDataset, Subset, get_worker_info
 
 from cube.build import build
-from cube.config import ChunkConfig, ComputeConfig, CubeConfig, InputsConfig
+from cube.config import ComputeConfig, CubeConfig, InputsConfig
+from cube.layout import ChunkConfig
 from cube.demo import DemoSpec, write_demo
 from cube.constants import GLORYS_DEPTHS
 from cube.grid import CubeGrid
 from cube.layout import decode_attrs
-from cube.patches import PatchSpec
+from cube.tiling import PatchSpec
 from cube.rasterise import rasterise
 from cube.readers import read_en4
 from cube.vertical import align_to_levels
