@@ -26,7 +26,7 @@ from .config import CubeConfig, to_dict
 from .errors import ConfigError, InputError
 from .grid import CubeGrid
 from .inputs import PRODUCTS, InputFile
-from .readers.common import as_bbox
+from .readers.horizontal import as_bbox
 
 #: What the scan does with a bad input: raise (``--strict``) or record it and go on.
 Reject = Callable[[InputFile, InputError], None]

@@ -12,7 +12,9 @@ import re
 
 from cube.errors import ConfigError, InputError
 from cube.readers.argo import read_argo
-from cube.readers.common import PRODUCT_SIGNATURES, Bbox, PathArg, open_netcdf, path_name, product_from_variables
+from cube.readers.horizontal import Bbox
+from cube.readers.netcdf import PathArg, open_netcdf, path_name
+from cube.readers.products import PRODUCT_SIGNATURES, product_from_variables
 from cube.readers.en4 import read_en4
 from cube.readers.glorys import read_glorys, scan_glorys
 from cube.readers.ostia import read_ostia, scan_ostia
