@@ -121,21 +121,15 @@ def _inputs(cfg: CubeConfig, report: BuildReport, strict: bool) -> list[InputFil
 def _build_locked(cfg: CubeConfig, files: list[InputFile], report: BuildReport, strict: bool, progress: bool,
                   scheduler: str | None, local_cluster: int | None, rebuild: bool):
     """The build proper, under the output's lock: plan, stage, run, publish; fills ``report``."""
-    final = report.output
-    existing = _existing_cube(final, rebuild)
+    existing = _existing_cube(report.output, rebuild)
     if existing is not None and same_build(existing, cfg, files):
         if strict:
             _check_strict_rejects(existing)
         report.status = "up to date"
         return
-    plan = scan(cfg, files, _rejecter(report, strict))
-    report.skipped += plan.skipped
-    why_not = None if existing is None else why_not_append(existing, cfg, plan)
-    if why_not is not None:
-        raise store.OutputError(f"{final} holds a depthcube cube that cannot be brought up to date in place "
-                                f"({why_not}); run again with --rebuild to replace it")
+    plan = _plan(cfg, files, report, strict, existing)
     append = existing is not None
-    report.staging = target = final if append else report.staging
+    report.staging = target = report.output if append else report.staging
     journal = _resumable_journal(target, cfg, files, plan, append, rebuild)
     ocean_mask, bottom = regrid_static(cfg, plan)
     patches = _patches(cfg, plan.grid, ocean_mask)
@@ -149,8 +143,20 @@ def _build_locked(cfg: CubeConfig, files: list[InputFile], report: BuildReport, 
     keys = _run_tasks(target, cfg, plan, journal, report, strict, progress, scheduler, local_cluster, fresh=not append)
     _finish(target, cfg, plan, patches, report, files, keys, append, input_days(plan, journal.entries, report.rejects))
     if not append:
-        store.publish(target, final)
+        store.publish(target, report.output)
     report.status = "appended" if append else "built"
+
+
+def _plan(cfg: CubeConfig, files: list[InputFile], report: BuildReport, strict: bool, existing: dict | None) -> Plan:
+    """The scanned plan (bad inputs in ``report``, or raised with ``strict``); OutputError when it
+    cannot grow the ``existing`` cube in place."""
+    plan = scan(cfg, files, _rejecter(report, strict))
+    report.skipped += plan.skipped
+    why_not = None if existing is None else why_not_append(existing, cfg, plan)
+    if why_not is not None:
+        raise store.OutputError(f"{report.output} holds a depthcube cube that cannot be brought up to date in place "
+                                f"({why_not}); run again with --rebuild to replace it")
+    return plan
 
 
 def _rejecter(report: BuildReport, strict: bool) -> Reject:

@@ -4,6 +4,11 @@
 :func:`read_ostia`, :func:`read_glorys` (both -> ``xarray.Dataset``), :func:`read_en4` or
 :func:`read_argo` (both -> :class:`cube.profiles.ProfileTable`). Every input problem raises
 :class:`cube.errors.InputError` with a reason code; readers never write Zarr.
+
+The product modules share code by job: :mod:`~cube.readers.netcdf` (opening, the netCDF-C lock,
+attributes), :mod:`~cube.readers.cf` (units, packing, char flags, time), :mod:`~cube.readers.horizontal`
+(boxes, lon/lat normalisation, subset reads), :mod:`~cube.readers.profile_qc` (profile decoding and
+the one ordered QC list of EN4 and Argo) and :mod:`~cube.readers.products` (product signatures).
 """
 
 from __future__ import annotations
