@@ -2,17 +2,18 @@
 
 :func:`build` is the driver; each step names the module that does it (none imports torch):
 
-1. **lock** the output (``<cube>.lock``, :class:`cube.store.BuildLock`) for the whole build; never
-   delete or replace a path that is not a depthcube cube (replacing a cube that cannot be updated
-   in place needs ``rebuild``).
-2. **inputs** (:mod:`cube.inputs`): expand the globs, size and checksum every file.
+1. **inputs** (:mod:`cube.inputs`): expand the globs, size and checksum every file.
+2. **lock** the output (``<cube>.lock``, :class:`cube.store.BuildLock`) for the rest of the build;
+   never delete or replace a path that is not a depthcube cube (replacing a cube that cannot be
+   updated in place needs ``rebuild``).
 3. **plan** (:mod:`cube.plan`, pure): scan the files' dates and axes through the readers, pick
    the grid and the daily axis, list the tasks.
 4. **run** (:mod:`cube.tasks` on :class:`cube.compute.TaskRunner`): the static fields
    (``ocean_mask``, ``bottom_level``) and the patch index (``cube.patches``) first, then the
    tasks, in parallel over time with region writes to disjoint chunks, each journalled as it ends.
-5. **publish** (:mod:`cube.store`): patch index, attributes (config, version, inputs with
-   checksums and days, rejects), consolidated metadata, then rename ``<cube>.partial`` -> ``<cube>``.
+5. **publish** (:func:`_finish`, then :func:`cube.store.publish`): patch index (``cube.index``),
+   attributes (config, version, inputs with checksums and days, rejects) and consolidated
+   metadata in one write (``cube.store.consolidate``), then rename ``<cube>.partial`` -> ``<cube>``.
 
 Incremental: a finished cube records every input with its checksum. Re-running with the same
 inputs does nothing; new inputs that extend the daily axis are appended in place (only the
