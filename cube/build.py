@@ -1,21 +1,19 @@
 """``depthcube build``: raw NetCDF -> cube.zarr (DESIGN.md sections 4, 5 and 8).
 
-Plan of a build (each step names the layer it calls; this module imports no torch):
+:func:`build` is the driver; each step names the module that does it (none imports torch):
 
-1. **scan** (driver, cheap): expand the input globs, read each file's dates through the readers
-   (a one-cell slab, so bad files are found before any heavy work), pick the grid and the daily axis.
-2. **static** (driver): regrid the first GLORYS snapshot -> ``ocean_mask`` and ``bottom_level``;
-   build the patch index (``cube.patches``).
-3. **tasks** (dask, parallel over time, region writes to disjoint chunks):
-   ``ostia:<chunk>`` one daily chunk of OSTIA days; ``glorys:<file>`` every snapshot of one file;
-   ``profiles-a:<file>`` read + QC + vertical alignment of one profile file into a scratch table;
-   ``profiles-b:<chunk>`` rasterise the scratch rows of one daily chunk into count/sum.
-4. **publish**: patch index, attributes (config, version, inputs with checksums, rejects),
-   consolidated metadata, then rename ``<cube>.partial`` -> ``<cube>``.
-
-Safety: the driver holds a lock on the output (``<cube>.lock``, :class:`cube.store.BuildLock`) for
-the whole build, and never deletes or replaces a path that is not a depthcube cube; replacing a
-cube it cannot update in place needs ``rebuild`` (see :func:`build`).
+1. **inputs** (:mod:`cube.inputs`): expand the globs, size and checksum every file.
+2. **lock** the output (``<cube>.lock``, :class:`cube.store.BuildLock`) for the rest of the build;
+   never delete or replace a path that is not a depthcube cube (replacing a cube that cannot be
+   updated in place needs ``rebuild``).
+3. **plan** (:mod:`cube.plan`, pure): scan the files' dates and axes through the readers, pick
+   the grid and the daily axis, list the tasks.
+4. **run** (:mod:`cube.tasks` on :class:`cube.compute.TaskRunner`): the static fields
+   (``ocean_mask``, ``bottom_level``) and the patch index (``cube.patches``) first, then the
+   tasks, in parallel over time with region writes to disjoint chunks, each journalled as it ends.
+5. **publish** (:func:`_finish`, then :func:`cube.store.publish`): patch index (``cube.index``),
+   attributes (config, version, inputs with checksums and days, rejects) and consolidated
+   metadata in one write (``cube.store.consolidate``), then rename ``<cube>.partial`` -> ``<cube>``.
 
 Incremental: a finished cube records every input with its checksum. Re-running with the same
 inputs does nothing; new inputs that extend the daily axis are appended in place (only the
@@ -28,18 +26,12 @@ of the number of input files.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import io
-import json
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from importlib.metadata import version as pkg_version
-from pathlib import Path
 
-import fsspec
 import numpy as np
 
 from . import store
@@ -47,79 +39,12 @@ from .config import CubeConfig, to_dict
 from .constants import GLORYS_DEPTHS
 from .errors import ConfigError, InputError
 from .grid import CubeGrid
+from .inputs import InputFile, expand_inputs
 from .layout import CONTRACT, decode_attrs
+from .plan import Plan, Reject, fingerprint, input_days, phase_a_tasks, phase_b_tasks, portable, same_build, scan, why_not_append
+from .tasks import regrid_static, runnable
 
 log = logging.getLogger("depthcube.build")
-
-PRODUCTS = ("ostia", "glorys", "en4", "argo")
-
-
-# --------------------------------------------------------------------------------------------
-# Inputs
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class InputFile:
-    product: str
-    url: str
-    size: int
-    checksum: str
-
-    @property
-    def name(self) -> str:
-        return self.url.rstrip("/").rsplit("/", 1)[-1]
-
-    def key(self) -> str:
-        return f"{self.product}:{self.name}:{self.checksum}"
-
-
-def expand_inputs(cfg: CubeConfig, unmatched: list[str] | None = None) -> list[InputFile]:
-    """Every input file named by the config's globs/paths, sorted, with size and checksum.
-
-    A path without wildcards that does not exist raises ``InputError('not_found')``; a glob that
-    matches nothing is appended to ``unmatched`` as ``inputs.<product>: no file matches 'PATTERN'``.
-    """
-    files = []
-    for product in PRODUCTS:
-        urls = set()
-        for pattern in getattr(cfg.inputs, product):
-            fs, path = fsspec.core.url_to_fs(pattern)
-            matches = fs.glob(path) if any(c in path for c in "*?[") else [path]
-            if not matches and unmatched is not None:
-                unmatched.append(f"inputs.{product}: no file matches {pattern!r}")
-            if not matches and not any(c in path for c in "*?["):
-                raise InputError(pattern, "not_found", "input file does not exist")
-            protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-            for m in matches:
-                urls.add(m if protocol in ("file", "local") else f"{protocol}://{m}")
-        files += [_input_file(product, url) for url in sorted(urls)]
-    return files
-
-
-def _input_file(product: str, url: str) -> InputFile:
-    """An input with its size and checksum. A match that cannot be read (a directory, a dangling
-    link, no permission) is kept with an ``unreadable:`` checksum: the scan rejects it by name."""
-    fs, path = fsspec.core.url_to_fs(url)
-    try:
-        info = fs.info(path)
-        if info.get("type") == "directory":
-            return InputFile(product, url, 0, "unreadable:directory")
-        return InputFile(product, url, int(info.get("size") or 0), _checksum(fs, path, info))
-    except OSError as e:
-        return InputFile(product, url, 0, f"unreadable:{type(e).__name__}")
-
-
-def _checksum(fs, path, info) -> str:
-    """Content checksum (sha256 of the bytes) for files up to 64 MiB, else size+mtime token."""
-    if (info.get("size") or 0) <= 64 * 2**20:
-        return "sha256:" + hashlib.sha256(fs.cat_file(path)).hexdigest()[:32]
-    return "token:" + str(fs.checksum(path))
-
-
-# --------------------------------------------------------------------------------------------
-# Build report
-# --------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -146,376 +71,6 @@ class BuildReport:
         self.rejects.append({"file": url, "reason": err.reason, "detail": err.detail})
 
 
-# --------------------------------------------------------------------------------------------
-# Scan
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Plan:
-    grid: CubeGrid
-    days: np.ndarray                      # datetime64[D], the daily axis
-    ostia_by_day: dict[int, InputFile]    # day index -> file
-    glorys_times: np.ndarray              # datetime64[s], sorted unique snapshot times
-    glorys_files: list[tuple[InputFile, list[int]]]  # file -> indices into glorys_times
-    profile_files: list[InputFile]
-
-
-def _read(product: str, f: InputFile, cfg: CubeConfig, bbox=None):
-    from . import readers
-
-    if product == "ostia":
-        return readers.read_ostia(f.url, bbox=bbox)
-    if product == "glorys":
-        return readers.read_glorys(f.url, bbox=bbox)
-    if product == "en4":
-        return readers.read_en4(f.url, accepted_qc=cfg.profiles.accepted_qc,
-                                temperature=cfg.profiles.temperature, bbox=bbox)
-    return readers.read_argo(f.url, accepted_qc=cfg.profiles.accepted_qc, bbox=bbox)
-
-
-def _raise(err: Exception):
-    raise err
-
-
-def scan(cfg: CubeConfig, files: list[InputFile], report: BuildReport, strict: bool) -> Plan:
-    """Dates of every OSTIA/GLORYS file from its metadata (checked by the readers' scan functions, so
-    unreadable or mislabelled files are rejected before any heavy work), the grid and the daily axis."""
-    by_product = {p: [f for f in files if f.product == p] for p in PRODUCTS}
-
-    def guarded(f, fn):
-        try:
-            return fn()
-        except InputError as e:
-            if strict:
-                raise
-            report.reject(f, e)
-            return None
-
-    from . import readers
-
-    ostia_days: dict[np.datetime64, InputFile] = {}
-    ostia_meta = [(f, guarded(f, lambda: readers.scan_ostia(f.url))) for f in by_product["ostia"]]
-    ostia_meta = [(f, meta) for f, meta in ostia_meta if meta is not None]
-    grid = _choose_grid(cfg, ostia_meta[0][1] if ostia_meta else None)
-    for f, meta in ostia_meta:
-        day = np.datetime64(meta["time"][0], "D")
-        if day in ostia_days:
-            guarded(f, lambda: _raise(InputError(f.url, "duplicate_time",
-                                                 f"OSTIA day {day} is already provided by {ostia_days[day].name}")))
-        elif (outside := _outside_region(f, meta, grid)) is not None:
-            guarded(f, lambda: _raise(outside))
-        else:
-            ostia_days[day] = f
-
-    days = _daily_axis(cfg, ostia_days)
-    index = {d: i for i, d in enumerate(days)}
-    ostia_by_day = {index[d]: f for d, f in ostia_days.items() if d in index}
-    report.skipped += [{"file": f.url, "reason": "outside_time_range",
-                        "detail": f"day {d} is not in the cube's days {days[0]}..{days[-1]}"}
-                       for d, f in sorted(ostia_days.items()) if d not in index]
-
-    glorys_entries = []
-    seen_times: dict[np.datetime64, str] = {}
-    scanned = [(f, guarded(f, lambda: _scan_glorys(f, grid))) for f in by_product["glorys"]]
-    scanned = [(f, meta) for f, meta in scanned if meta is not None]
-    common = _common_lattice([meta for _, meta in scanned])
-    for f, meta in scanned:
-        odd = _off_lattice(f, meta, common)
-        if odd is not None:
-            guarded(f, lambda: _raise(odd))
-            continue
-        times = [np.datetime64(t, "s") for t in meta["time"]]
-        dup = [t for t in times if t in seen_times]
-        if dup:
-            guarded(f, lambda: _raise(InputError(
-                f.url, "duplicate_time", f"GLORYS time {dup[0]} is already provided by {seen_times[dup[0]]}")))
-            continue
-        for t in times:
-            seen_times[t] = f.name
-        glorys_entries.append((f, times))
-    glorys_times = np.array(sorted(seen_times), dtype="datetime64[s]")
-    tindex = {t: i for i, t in enumerate(glorys_times)}
-    glorys_files = [(f, [tindex[t] for t in times]) for f, times in glorys_entries]
-    profile_files = by_product["en4"] + by_product["argo"]
-    return Plan(grid, days, ostia_by_day, glorys_times, glorys_files, profile_files)
-
-
-def _scan_glorys(f: InputFile, grid: CubeGrid) -> dict:
-    """The readers' GLORYS scan, after two checks of the file's axes against the cube: a grid,
-    not a point extract (``bad_grid``), and some overlap with the cube's region (``outside_region``)."""
-    from . import readers
-
-    meta = readers.scan_glorys(f.url)
-    if meta["lat"].size < 2 or meta["lon"].size < 2:
-        raise InputError(f.url, "bad_grid", f"a {meta['lat'].size} x {meta['lon'].size} point extract, not a grid "
-                                            f"(at least 2 x 2 cells are needed to regrid)")
-    outside = _outside_region(f, meta, grid)
-    if outside is not None:
-        raise outside
-    return readers.scan_glorys(f.url, bbox=_bbox(grid))
-
-
-def _outside_region(f: InputFile, meta: dict, grid: CubeGrid) -> InputError | None:
-    """``outside_region`` when the file's cells (centres +- half a step) miss the cube's region."""
-    from .readers.common import as_bbox
-
-    lat, lon = meta["lat"], meta["lon"]
-    half = [float(np.median(np.diff(a))) / 2 if a.size > 1 else 0.0 for a in (lat, lon)]
-    box = as_bbox(_bbox(grid))
-    if box.lat_near(lat, half[0]).any() and box.lon_near(lon, half[1]).any():
-        return None
-    return InputError(f.url, "outside_region",
-                      f"covers lat {lat.min():.4g}..{lat.max():.4g}, lon {lon.min():.4g}..{lon.max():.4g}; the cube is "
-                      f"lat {grid.lat_south:.4g}..{grid.lat_north:.4g}, lon {grid.lon_west:.4g}..{grid.lon_east:.4g}")
-
-
-def _lattice(meta: dict) -> tuple[float, float, float, float] | None:
-    """(lat step, lon step, first lat, first lon) of a scanned grid; None for a single point."""
-    lat, lon = meta["lat"], meta["lon"]
-    if lat.size < 2 or lon.size < 2:
-        return None
-    return float(np.median(np.diff(lat))), float(np.median(np.diff(lon))), float(lat[0]), float(lon[0])
-
-
-def _same_lattice(a, b) -> bool:
-    """Same steps (0.1 %) and centres offset by whole steps (to 1 % of a step)."""
-    steps_equal = all(abs(a[k] - b[k]) <= 1e-3 * abs(b[k]) for k in (0, 1))
-    offsets = ((a[2] - b[2]) / b[0], (a[3] - b[3]) / b[1])
-    return steps_equal and all(abs(o - round(o)) <= 0.01 for o in offsets)
-
-
-def _common_lattice(metas: list[dict]) -> tuple[tuple, int] | None:
-    """The grid most GLORYS files share (ties: the first file's) and how many share it."""
-    groups: list[list] = []
-    for lattice in filter(None, map(_lattice, metas)):
-        group = next((g for g in groups if _same_lattice(lattice, g[0])), None)
-        group.append(lattice) if group is not None else groups.append([lattice])
-    return (max(groups, key=len)[0], len(max(groups, key=len))) if groups else None
-
-
-def _off_lattice(f: InputFile, meta: dict, common: tuple[tuple, int] | None) -> InputError | None:
-    """A ``bad_grid`` error when ``f`` is not on the common GLORYS grid, so one snapshot from
-    another product or resolution cannot change what the target is."""
-    mine = _lattice(meta)
-    if mine is None or common is None or _same_lattice(mine, common[0]):
-        return None
-    ref, n = common
-    return InputError(f.url, "bad_grid", f"grid of {mine[0]:.4g} x {mine[1]:.4g} deg cells centred from "
-                                         f"({mine[2]:.4f}, {mine[3]:.4f}) is not the {ref[0]:.4g} x {ref[1]:.4g} deg "
-                                         f"grid (centres from ({ref[2]:.4f}, {ref[3]:.4f})) of {n} other GLORYS file(s)")
-
-
-def _choose_grid(cfg: CubeConfig, first_ostia: dict | None) -> CubeGrid:
-    if cfg.grid.region is not None:
-        la0, la1, lo0, lo1 = cfg.grid.region
-    elif first_ostia is not None:
-        lat, lon = first_ostia["lat"], first_ostia["lon"]
-        half = float(np.median(np.diff(lat))) / 2 if lat.size > 1 else 0.025
-        la0, la1, lo0, lo1 = lat[0] - half, lat[-1] + half, lon[0] - half, lon[-1] + half
-    else:
-        raise InputError("config", "no_grid", "no grid.region given and no readable OSTIA file to take the extent from")
-    if cfg.grid.resolution == "native":
-        res = 1.0 / 12.0
-        # Snap to the GLORYS grid: cell centres at -180 + k/12, -80 + k/12.
-        lo0 = -180 + np.floor((lo0 + 180) / res + 0.5) * res - res / 2
-        la0 = -80 + np.floor((la0 + 80) / res + 0.5) * res - res / 2
-    else:
-        res = float(cfg.grid.resolution)
-        la0, lo0 = np.floor(la0 / res + 1e-6) * res, np.floor(lo0 / res + 1e-6) * res
-        la1, lo1 = np.ceil(la1 / res - 1e-6) * res, np.ceil(lo1 / res - 1e-6) * res
-    la0, la1 = max(la0, -90.0), min(la1, 90.0)
-    return CubeGrid(float(la0), float(lo0), res, int(round((la1 - la0) / res)), int(round((lo1 - lo0) / res)))
-
-
-def _daily_axis(cfg: CubeConfig, ostia_days: dict) -> np.ndarray:
-    if cfg.time.start and cfg.time.end:
-        start, end = np.datetime64(cfg.time.start, "D"), np.datetime64(cfg.time.end, "D")
-    elif ostia_days:
-        start = np.datetime64(cfg.time.start, "D") if cfg.time.start else min(ostia_days)
-        end = np.datetime64(cfg.time.end, "D") if cfg.time.end else max(ostia_days)
-    else:
-        raise InputError("config", "no_time_axis", "no time.start/end given and no readable OSTIA file to take the days from")
-    if end < start:
-        key, day = ("time.start", start) if cfg.time.start else ("time.end", end)
-        raise ConfigError(f"{key}: {day} leaves no day to build: the OSTIA files cover "
-                          f"{min(ostia_days)}..{max(ostia_days)}")
-    return np.arange(start, end + np.timedelta64(1, "D"), dtype="datetime64[D]")
-
-
-# --------------------------------------------------------------------------------------------
-# Tasks (run on dask workers; each opens the store itself and writes a disjoint region)
-# --------------------------------------------------------------------------------------------
-
-_REGRIDDERS: dict = {}
-
-
-def _regridded(f: InputFile, ds, var: str, grid: CubeGrid, index=0) -> np.ndarray:
-    """``ds[var].values[index]`` regridded onto the cube grid; a grid the regridder cannot use
-    raises InputError naming ``f`` (the regridder itself only knows the axes)."""
-    try:
-        return _regridder(ds["lat"].values, ds["lon"].values, grid)(ds[var].values[index])
-    except InputError as e:
-        raise InputError(f.url, e.reason, e.detail) from None
-
-
-def _regridder(src_lat, src_lon, grid: CubeGrid, method: str = "auto"):
-    from .regrid import Regridder
-
-    key = (hashlib.sha1(np.ascontiguousarray(src_lat).tobytes() + np.ascontiguousarray(src_lon).tobytes()).hexdigest(),
-           grid, method)
-    if key not in _REGRIDDERS:
-        if len(_REGRIDDERS) > 8:
-            _REGRIDDERS.clear()
-        _REGRIDDERS[key] = Regridder(src_lat, src_lon, grid, method=method)
-    return _REGRIDDERS[key]
-
-
-def task_ostia(url: str, cfg: CubeConfig, grid: CubeGrid, t0: int, t1: int, files: dict[int, InputFile]) -> dict:
-    """Regrid the OSTIA days [t0, t1) of the daily axis and write them; missing days stay NaN."""
-    block = np.full((t1 - t0, grid.nlat, grid.nlon), np.nan, np.float32)
-    rejects = []
-    bbox = _bbox(grid)
-    for t, f in files.items():
-        try:
-            block[t - t0] = _regridded(f, _read("ostia", f, cfg, bbox=bbox), "analysed_sst", grid)
-        except InputError as e:
-            rejects.append({"file": f.url, "reason": e.reason, "detail": e.detail})
-    store.open_root(url)["ostia/analysed_sst"][t0:t1] = block
-    return {"rejects": rejects, "days_written": len(files) - len(rejects)}
-
-
-def task_glorys(url: str, cfg: CubeConfig, grid: CubeGrid, f: InputFile, tindex: list[int]) -> dict:
-    """Regrid every snapshot of one GLORYS file and write it at its index on the glorys time axis."""
-    try:
-        ds = _read("glorys", f, cfg, bbox=_bbox(grid))
-        snapshots = [_regridded(f, ds, "thetao", grid, k).astype(np.float32) for k in range(len(tindex))]
-    except InputError as e:
-        return {"rejects": [{"file": f.url, "reason": e.reason, "detail": e.detail}]}
-    arr = store.open_root(url)["glorys/thetao"]
-    for ti, snapshot in zip(tindex, snapshots):
-        arr[ti] = snapshot
-    return {"rejects": []}
-
-
-def regrid_static(cfg: CubeConfig, grid: CubeGrid, plan: Plan, report: BuildReport) -> tuple[np.ndarray, np.ndarray]:
-    """``ocean_mask`` and ``bottom_level`` from the first readable GLORYS snapshot (else OSTIA land)."""
-    for f, _ in plan.glorys_files:
-        try:
-            theta = _regridded(f, _read("glorys", f, cfg, bbox=_bbox(grid)), "thetao", grid)
-        except InputError:
-            continue
-        valid = np.isfinite(theta)
-        # A column's valid levels are contiguous from the top; count them.
-        bottom = np.cumprod(valid, axis=0).sum(axis=0).astype(np.int8)
-        return bottom > 0, bottom
-    for f in plan.ostia_by_day.values():
-        try:
-            ds = _read("ostia", f, cfg, bbox=_bbox(grid))
-        except InputError:
-            continue
-        from .regrid import regrid_fraction
-
-        ocean = regrid_fraction(~ds["land"].values.astype(bool), ds["lat"].values, ds["lon"].values, grid) >= 0.5
-        return ocean, np.zeros(ocean.shape, np.int8)
-    raise InputError("inputs", "no_valid_data", "no readable GLORYS or OSTIA file to derive the ocean mask from")
-
-
-def _bbox(grid: CubeGrid):
-    return (grid.lat_south, grid.lat_north, grid.lon_west, grid.lon_east)
-
-
-def task_profiles_a(url: str, cfg: CubeConfig, grid: CubeGrid, f: InputFile, day0: np.datetime64, n_days: int) -> dict:
-    """Read, QC and vertically align one profile file; save the in-cube rows to the scratch area."""
-    from .vertical import align_to_levels
-
-    try:
-        table = _read(f.product, f, cfg, bbox=_bbox(grid))
-        _check_some_profile_passed(f, table)
-    except InputError as e:
-        return {"rejects": [{"file": f.url, "reason": e.reason, "detail": e.detail}], "used": 0,
-                "rejected": {}, "levels_rejected": 0, "day_range": None}
-    values = align_to_levels(table.depth, table.temp, GLORYS_DEPTHS)
-    day = (table.day - day0).astype(np.int64)
-    _, _, inside = grid.cell_index(table.lat, table.lon)
-    keep = inside & (day >= 0) & (day < n_days) & np.isfinite(values).any(axis=1)
-    rejected = dict(table.rejected)
-    for reason, mask in (("outside_region", ~inside), ("outside_time_range", inside & ((day < 0) | (day >= n_days))),
-                         ("no_aligned_levels", inside & (day >= 0) & (day < n_days) & ~np.isfinite(values).any(axis=1))):
-        if mask.any():
-            rejected[reason] = rejected.get(reason, 0) + int(mask.sum())
-    buf = io.BytesIO()
-    np.savez(buf, day=day[keep], lat=table.lat[keep], lon=table.lon[keep], values=values[keep].astype(np.float32))
-    fs, path = store.fs_and_path(_scratch_url(url, f))
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    fs.pipe_file(path, buf.getvalue())
-    rng = [int(day[keep].min()), int(day[keep].max())] if keep.any() else None
-    return {"rejects": [], "used": int(keep.sum()), "rejected": rejected,
-            "levels_rejected": int(table.levels_rejected), "day_range": rng}
-
-
-def _check_some_profile_passed(f: InputFile, table) -> None:
-    """InputError('no_valid_data') when no profile of the file passed QC (profiles outside the
-    cube's region count as passed: a global file is not bad because a regional cube skips it)."""
-    if len(table) + table.rejected.get("outside_region", 0) > 0:
-        return
-    total = sum(table.rejected.values())
-    why = ", ".join(f"{reason} {n}" for reason, n in sorted(table.rejected.items()))
-    raise InputError(f.url, "no_valid_data", f"none of its {total} profiles passed QC ({why})" if total
-                     else "the file holds no profiles")
-
-
-def _scratch_url(url: str, f: InputFile) -> str:
-    digest = hashlib.sha1(f.key().encode()).hexdigest()[:16]
-    return f"{str(url).rstrip('/')}/.build/profiles/{digest}.npz"
-
-
-def task_profiles_b(url: str, grid: CubeGrid, t0: int, t1: int, sources: list[InputFile], block: int,
-                    fresh: bool) -> dict:
-    """Rasterise the aligned profile rows of days [t0, t1) into ``profiles/count``, ``sum`` and ``n_obs``.
-
-    Works one spatial chunk at a time, so memory is one chunk whatever the grid size; chunks with
-    no observation are not written (they read as zeros). When re-computing an existing cube
-    (``fresh=False``), a chunk that had data and now has none is overwritten with zeros, which
-    makes zarr delete it.
-    """
-    from .rasterise import rasterise
-
-    parts = []
-    for f in sources:
-        fs, path = store.fs_and_path(_scratch_url(url, f))
-        with np.load(io.BytesIO(fs.cat_file(path))) as z:
-            sel = (z["day"] >= t0) & (z["day"] < t1)
-            parts.append({k: z[k][sel] for k in ("day", "lat", "lon", "values")})
-    root = store.open_root(url)
-    count_arr, sum_arr, nobs_arr = (root[f"profiles/{n}"] for n in ("count", "sum", "n_obs"))
-    cat = {k: np.concatenate([p[k] for p in parts]) if parts else np.zeros(0) for k in ("day", "lat", "lon")}
-    values = np.concatenate([p["values"] for p in parts]) if parts else np.zeros((0, len(GLORYS_DEPTHS)), np.float32)
-    raster = rasterise(cat["day"].astype(np.int64) - t0, cat["lat"], cat["lon"], values, grid, t1 - t0)
-    with_data = set(zip((raster.row // block).tolist(), (raster.col // block).tolist()))
-    observations = 0
-    for bi in range(-(-grid.nlat // block)):
-        for bj in range(-(-grid.nlon // block)):
-            rows, cols = slice(bi * block, (bi + 1) * block), slice(bj * block, (bj + 1) * block)
-            if (bi, bj) in with_data:
-                count, total = raster.dense(0, t1 - t0, rows=rows, cols=cols)
-            elif not fresh and nobs_arr[t0:t1, rows, cols].any():
-                count = np.zeros((t1 - t0, len(GLORYS_DEPTHS)) + nobs_arr[t0:t1, rows, cols].shape[1:], np.int32)
-                total = count.astype(np.float32)
-            else:
-                continue
-            count_arr[t0:t1, :, rows, cols] = count
-            sum_arr[t0:t1, :, rows, cols] = total
-            nobs_arr[t0:t1, rows, cols] = count.sum(axis=1, dtype=np.int32)
-            observations += int(count.sum())
-    return {"observations": observations}
-
-
-# --------------------------------------------------------------------------------------------
-# Driver
-# --------------------------------------------------------------------------------------------
-
-
 def build(cfg: CubeConfig, *, strict: bool | None = None, progress: bool | None = None,
           scheduler: str | None = None, local_cluster: int | None = None, rebuild: bool = False) -> BuildReport:
     """Build (or bring up to date) the cube described by ``cfg``. Returns a :class:`BuildReport`.
@@ -538,6 +93,20 @@ def build(cfg: CubeConfig, *, strict: bool | None = None, progress: bool | None 
     progress = cfg.compute.progress if progress is None else progress
     final = _output_path(cfg.output)
     report = BuildReport(output=final, staging=final + ".partial")
+    files = _inputs(cfg, report, strict)
+    try:
+        _refuse_foreign(final)  # before the lock too, so no lock file appears beside a refused path
+        with store.BuildLock(final):
+            _build_locked(cfg, files, report, strict, progress, scheduler, local_cluster, rebuild)
+    except OSError as e:
+        raise store.OutputError(store.describe_os_error(e, final, _work_kept(report.staging))) from e
+    report.seconds = time.perf_counter() - t_start
+    return report
+
+
+def _inputs(cfg: CubeConfig, report: BuildReport, strict: bool) -> list[InputFile]:
+    """The config's input files, recorded in ``report``; a glob matching nothing is a warning
+    (a ConfigError with ``strict``)."""
     unmatched: list[str] = []
     files = expand_inputs(cfg, unmatched)
     if unmatched and strict:
@@ -547,14 +116,101 @@ def build(cfg: CubeConfig, *, strict: bool | None = None, progress: bool | None 
         log.warning(line)
     report.bytes_read = sum(f.size for f in files)
     report.inputs = [dataclasses.asdict(f) for f in files]
-    try:
-        _refuse_foreign(final)  # before the lock too, so no lock file appears beside a refused path
-        with store.BuildLock(final):
-            _build_locked(cfg, files, report, strict, progress, scheduler, local_cluster, rebuild)
-    except OSError as e:
-        raise store.OutputError(store.describe_os_error(e, final, _work_kept(report.staging))) from e
-    report.seconds = time.perf_counter() - t_start
-    return report
+    return files
+
+
+def _build_locked(cfg: CubeConfig, files: list[InputFile], report: BuildReport, strict: bool, progress: bool,
+                  scheduler: str | None, local_cluster: int | None, rebuild: bool):
+    """The build proper, under the output's lock: plan, stage, run, publish; fills ``report``."""
+    existing = _existing_cube(report.output, rebuild)
+    if existing is not None and same_build(existing, cfg, files):
+        if strict:
+            _check_strict_rejects(existing)
+        report.status = "up to date"
+        return
+    plan = _plan(cfg, files, report, strict, existing)
+    append = existing is not None
+    report.staging = target = report.output if append else report.staging
+    journal = _resumable_journal(target, cfg, files, plan, append, rebuild)
+    ocean_mask, bottom = regrid_static(cfg, plan)
+    patches = _patches(cfg, plan.grid, ocean_mask)
+    if append:
+        _grow(target, existing, plan)
+    elif journal is None:
+        journal = _create_staging(target, cfg, files, plan)
+    root = store.open_root(target)
+    root["static/ocean_mask"][:] = ocean_mask
+    root["static/bottom_level"][:] = bottom
+    keys = _run_tasks(target, cfg, plan, journal, report, strict, progress, scheduler, local_cluster, fresh=not append)
+    _finish(target, cfg, plan, patches, report, files, keys, append, input_days(plan, journal.entries, report.rejects))
+    if not append:
+        store.publish(target, report.output)
+    report.status = "appended" if append else "built"
+
+
+def _plan(cfg: CubeConfig, files: list[InputFile], report: BuildReport, strict: bool, existing: dict | None) -> Plan:
+    """The scanned plan (bad inputs in ``report``, or raised with ``strict``); OutputError when it
+    cannot grow the ``existing`` cube in place."""
+    plan = scan(cfg, files, _rejecter(report, strict))
+    report.skipped += plan.skipped
+    why_not = None if existing is None else why_not_append(existing, cfg, plan)
+    if why_not is not None:
+        raise store.OutputError(f"{report.output} holds a depthcube cube that cannot be brought up to date in place "
+                                f"({why_not}); run again with --rebuild to replace it")
+    return plan
+
+
+def _rejecter(report: BuildReport, strict: bool) -> Reject:
+    """What the scan does with a bad input: raise it with ``strict``, else list it in ``report``."""
+    def reject(f: InputFile, err: InputError):
+        if strict:
+            raise err
+        report.reject(f, err)
+    return reject
+
+
+def _resumable_journal(target: str, cfg: CubeConfig, files: list[InputFile], plan: Plan, append: bool,
+                       rebuild: bool) -> store.Journal | None:
+    """The journal to go on with: the cube's own when appending, a staging folder's when it
+    holds this very plan (an interrupted build), else None (start a fresh staging folder)."""
+    if append:
+        return store.Journal(target)
+    if not store.exists(target) or rebuild:
+        return None
+    journal = store.Journal(target)
+    if journal.entries.get("__plan__", {}).get("fingerprint") != fingerprint(cfg, files, plan):
+        return None  # a stale staging folder from another plan: start again
+    return journal
+
+
+def _create_staging(target: str, cfg: CubeConfig, files: list[InputFile], plan: Plan) -> store.Journal:
+    """An empty cube at ``target`` (whatever staging was there removed) and its journal, which
+    records the plan's fingerprint."""
+    store.remove(target)
+    store.create_cube(target, days=plan.days, glorys_times=plan.glorys_times, lat=plan.grid.lat,
+                      lon=plan.grid.lon, depth=GLORYS_DEPTHS, chunking=cfg.chunks, compression=cfg.compression,
+                      tile=cfg.patches.tile_size, attrs={"contract": CONTRACT, "status": "building"})
+    journal = store.Journal(target)
+    journal.record({"task": "__plan__", "fingerprint": fingerprint(cfg, files, plan)})
+    return journal
+
+
+def _run_tasks(target: str, cfg: CubeConfig, plan: Plan, journal: store.Journal, report: BuildReport, strict: bool,
+               progress: bool, scheduler: str | None, local_cluster: int | None, fresh: bool) -> list[str]:
+    """Run both phases' tasks not yet in the journal, on one runner; returns every task key of the plan."""
+    tasks = phase_a_tasks(target, cfg, plan)
+    report.tasks_skipped = sum(1 for k in tasks if journal.done(k))
+    todo = runnable({k: v for k, v in tasks.items() if not journal.done(k)})
+    with _task_runner(cfg, progress, scheduler, local_cluster) as runner:  # one cluster for both phases
+        _run_phase(runner, todo, journal, report, strict, phase="a")
+        # Phase b (rasterising profiles) needs the day ranges recorded by phase a.
+        tasks_b = phase_b_tasks(target, cfg, plan, journal.entries, fresh)
+        todo_b = runnable({k: v for k, v in tasks_b.items() if not journal.done(k)})
+        report.tasks_skipped += len(tasks_b) - len(todo_b)
+        _run_phase(runner, todo_b, journal, report, strict, phase="b")
+    keys = sorted(set(tasks) | set(tasks_b))
+    _collect(journal, report, keys)
+    return keys
 
 
 def _work_kept(staging: str) -> str | None:
@@ -605,101 +261,6 @@ def _check_strict_rejects(attrs: dict):
                                                  f"{len(rejects)} in all)".lstrip())
 
 
-def _build_locked(cfg: CubeConfig, files: list[InputFile], report: BuildReport, strict: bool, progress: bool,
-                  scheduler: str | None, local_cluster: int | None, rebuild: bool):
-    """The build proper, under the output's lock; fills ``report``."""
-    final = report.output
-    existing = _existing_cube(final, rebuild)
-    if existing is not None and _same_build(existing, cfg, files):
-        if strict:
-            _check_strict_rejects(existing)
-        report.status = "up to date"
-        return
-
-    plan = scan(cfg, files, report, strict)
-    why_not = None if existing is None else _why_not_append(existing, cfg, plan)
-    if why_not is not None:
-        raise store.OutputError(f"{final} holds a depthcube cube that cannot be brought up to date in place "
-                                f"({why_not}); run again with --rebuild to replace it")
-    append = existing is not None
-    target = final if append else report.staging
-    report.staging = target
-    journal = store.Journal(target) if (append or (store.exists(target) and not rebuild)) else None
-    if journal is not None and not append and journal.entries.get("__plan__", {}).get("fingerprint") != _fingerprint(cfg, files, plan):
-        journal = None  # a stale staging folder from another plan: start again
-    ocean_mask, bottom = regrid_static(cfg, plan.grid, plan, report)
-    patches = _patches(cfg, plan.grid, ocean_mask)
-
-    if append:
-        _grow(target, existing, plan)
-    elif journal is None:
-        store.remove(target)
-        store.create_cube(target, days=plan.days, glorys_times=plan.glorys_times, lat=plan.grid.lat,
-                          lon=plan.grid.lon, depth=GLORYS_DEPTHS, chunking=cfg.chunks, compression=cfg.compression,
-                          tile=cfg.patches.tile_size, attrs={"contract": CONTRACT, "status": "building"})
-        journal = store.Journal(target)
-        journal.record({"task": "__plan__", "fingerprint": _fingerprint(cfg, files, plan)})
-    if append and journal is None:
-        journal = store.Journal(target)
-    root = store.open_root(target)
-    root["static/ocean_mask"][:] = ocean_mask
-    root["static/bottom_level"][:] = bottom
-
-    tasks = _tasks(target, cfg, plan)
-    report.tasks_skipped = sum(1 for k in tasks if journal.done(k))
-    todo = {k: v for k, v in tasks.items() if not journal.done(k)}
-    with _task_runner(cfg, progress, scheduler, local_cluster) as runner:  # one cluster for both phases
-        _run_phase(runner, todo, journal, report, strict, phase="a")
-        # Phase b (rasterising profiles) needs the day ranges recorded by phase a.
-        tasks_b = _tasks_b(target, plan, journal, cfg, fresh=not append)
-        todo_b = {k: v for k, v in tasks_b.items() if not journal.done(k)}
-        report.tasks_skipped += len(tasks_b) - len(todo_b)
-        _run_phase(runner, todo_b, journal, report, strict, phase="b")
-
-    keys = sorted(set(tasks) | set(tasks_b))
-    _collect(journal, report, keys)
-    _finish(target, cfg, plan, patches, report, files, keys, append, _input_days(plan, journal, report.rejects))
-    if not append:
-        store.publish(target, final)
-        report.status = "built"
-    else:
-        report.status = "appended"
-
-
-def _fingerprint(cfg: CubeConfig, files: list[InputFile], plan: Plan) -> str:
-    payload = json.dumps([to_dict(cfg), [f.key() for f in files], str(plan.days[0]), len(plan.days),
-                          [str(t) for t in plan.glorys_times]], default=str)
-    return hashlib.sha1(payload.encode()).hexdigest()
-
-
-def _same_build(attrs: dict, cfg: CubeConfig, files: list[InputFile]) -> bool:
-    old = attrs.get("build", {})
-    return (attrs.get("status") == "complete" and old.get("config") == json.loads(json.dumps(to_dict(_portable(cfg))))
-            and sorted(i["checksum"] + i["url"] for i in attrs.get("inputs", []))
-            == sorted(f.checksum + f.url for f in files))
-
-
-def _portable(cfg: CubeConfig) -> CubeConfig:
-    """The config as recorded in the cube: inputs are listed separately, so leave them out."""
-    return dataclasses.replace(cfg, inputs=type(cfg.inputs)(), compute=type(cfg.compute)())
-
-
-def _why_not_append(attrs: dict, cfg: CubeConfig, plan: Plan) -> str | None:
-    """None when an existing cube can be grown in place (only inputs changed and the axes only
-    grew), else why not, in a few words."""
-    old = attrs.get("build", {})
-    old_glorys = np.array(old.get("glorys_times", []), dtype="datetime64[s]")
-    checks = (
-        (attrs.get("status") == "complete", f"its status is {attrs.get('status')!r}"),
-        (old.get("config") == json.loads(json.dumps(to_dict(_portable(cfg)))), "the build config changed"),
-        (old.get("grid") == plan.grid.to_dict(), "the grid changed"),
-        (str(plan.days[0]) == old.get("start"), f"the first day moves from {old.get('start')} to {plan.days[0]}"),
-        (len(plan.days) >= old.get("n_days", 0), f"the days shrink from {old.get('n_days')} to {len(plan.days)}"),
-        (np.array_equal(plan.glorys_times[: len(old_glorys)], old_glorys), "the GLORYS snapshot times changed"),
-    )
-    return next((why for ok, why in checks if not ok), None)
-
-
 def _grow(target: str, attrs: dict, plan: Plan):
     """Grow the time axes in place. The root ``zarr.json`` (attributes and consolidated metadata)
     is left alone until :func:`_finish`, so readers keep seeing the old cube meanwhile, and an
@@ -708,45 +269,6 @@ def _grow(target: str, attrs: dict, plan: Plan):
     store.resize_time(root, "ostia", plan.days)
     store.resize_time(root, "profiles", plan.days)
     store.resize_time(root, "glorys", plan.glorys_times, hourly=True)
-
-
-def _chunks(n: int, size: int):
-    return [(s, min(s + size, n)) for s in range(0, n, size)]
-
-
-def _tasks(url: str, cfg: CubeConfig, plan: Plan) -> dict:
-    """Task key -> (function, args). Keys carry input checksums, so a task whose inputs changed
-    runs again and one already in the journal (an interrupted or earlier build) is skipped."""
-    tasks = {}
-    for t0, t1 in _chunks(len(plan.days), cfg.chunks.days):
-        files = {t: f for t, f in plan.ostia_by_day.items() if t0 <= t < t1}
-        tasks[_chunk_key("ostia", t0, t1, files.values())] = (task_ostia, (url, cfg, plan.grid, t0, t1, files))
-    for f, tindex in plan.glorys_files:
-        tasks[f"glorys:{f.key()}:{tindex}"] = (task_glorys, (url, cfg, plan.grid, f, tindex))
-    for f in plan.profile_files:
-        key = f"profiles-a:{f.key()}:{plan.days[0]}:{len(plan.days)}"
-        tasks[key] = (task_profiles_a, (url, cfg, plan.grid, f, plan.days[0], len(plan.days)))
-    return tasks
-
-
-def _tasks_b(url: str, plan: Plan, journal: store.Journal, cfg: CubeConfig, fresh: bool) -> dict:
-    ranges = []
-    for f in plan.profile_files:
-        e = journal.entries.get(f"profiles-a:{f.key()}:{plan.days[0]}:{len(plan.days)}", {})
-        if e.get("day_range"):
-            ranges.append((f, e["day_range"]))
-    tasks = {}
-    for t0, t1 in _chunks(len(plan.days), cfg.chunks.days):
-        sources = [f for f, (lo, hi) in ranges if lo < t1 and hi >= t0]
-        tasks[_chunk_key("profiles-b", t0, t1, sources)] = (
-            task_profiles_b, (url, plan.grid, t0, t1, sources, cfg.chunks.spatial or cfg.patches.tile_size, fresh))
-    return tasks
-
-
-def _chunk_key(kind: str, t0: int, t1: int, files) -> str:
-    """Task key of a daily chunk: changes when the chunk's extent or any of its inputs change."""
-    digest = hashlib.sha1("".join(f.key() for f in files).encode()).hexdigest()[:12]
-    return f"{kind}:{t0}:{t1}:{digest}"
 
 
 def _task_runner(cfg: CubeConfig, progress: bool, scheduler: str | None, local_cluster: int | None):
@@ -818,28 +340,11 @@ def _grow_patch_index(url: str, patches, cfg: CubeConfig) -> bool:
     return True
 
 
-def _input_days(plan: Plan, journal: store.Journal, rejects: list[dict]) -> dict[str, list[str]]:
-    """url -> [first, last] UTC day (ISO) of the data each input gave the cube: its OSTIA day,
-    its GLORYS snapshots, the days of its used profiles. Inputs that gave nothing (rejected ones
-    included) are absent."""
-    days: dict[str, list] = {}
-    for t, f in plan.ostia_by_day.items():
-        days.setdefault(f.url, []).append(plan.days[t])
-    for f, indices in plan.glorys_files:
-        days.setdefault(f.url, []).extend(plan.glorys_times[indices].astype("datetime64[D]"))
-    for f in plan.profile_files:
-        span = journal.entries.get(f"profiles-a:{f.key()}:{plan.days[0]}:{len(plan.days)}", {}).get("day_range")
-        if span:
-            days.setdefault(f.url, []).extend(plan.days[span])
-    rejected = {r["file"] for r in rejects}
-    return {url: [str(min(v)), str(max(v))] for url, v in days.items() if len(v) and url not in rejected}
-
-
 def _finish(url: str, cfg: CubeConfig, plan: Plan, patches, report: BuildReport, files: list[InputFile],
             task_keys: list[str], append: bool = False, input_days: dict | None = None):
     """Patch index, then attributes and consolidated metadata in one write (the moment an append
     becomes visible to readers, see ``cube.store``). Each input is recorded with the first and
-    last day of the data it gave (``days``, see :func:`_input_days`)."""
+    last day of the data it gave (``days``, see :func:`cube.plan.input_days`)."""
     from .index import write_patch_index
 
     if not (append and _grow_patch_index(url, patches, cfg)):
@@ -851,7 +356,7 @@ def _finish(url: str, cfg: CubeConfig, plan: Plan, patches, report: BuildReport,
         "Conventions": "CF-1.10",
         "software": f"depthcube {_version()}",
         "created_by": "depthcube build",
-        "build": {"config": to_dict(_portable(cfg)), "grid": plan.grid.to_dict(), "start": str(plan.days[0]),
+        "build": {"config": to_dict(portable(cfg)), "grid": plan.grid.to_dict(), "start": str(plan.days[0]),
                   "n_days": len(plan.days), "glorys_times": [str(t) for t in plan.glorys_times],
                   "task_keys": task_keys},
         "inputs": [{"url": f.url, "name": f.name, "product": f.product, "size": f.size, "checksum": f.checksum,

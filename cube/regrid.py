@@ -3,7 +3,9 @@
 Every method is **separable**: a 2-D regridding is ``out = Wy @ V @ Wx.T`` with 1-D weight
 matrices, one per axis, that depend only on the (source axes, cube grid) pair. A
 :class:`Regridder` computes them once and applies them to any number of fields (the builder
-regrids hundreds of days on the same axes); :func:`regrid` keeps a small cache of regridders.
+regrids hundreds of days on the same axes). :func:`get_regridder` keeps the one cache of
+regridders (least recently used, behind a lock: build tasks run on threads), which :func:`regrid`,
+the other functions below and the builder's tasks (:mod:`cube.tasks`) all go through.
 
 Methods
 -------

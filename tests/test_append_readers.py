@@ -131,7 +131,7 @@ class Watcher:
 @pytest.fixture
 def slow_tasks(monkeypatch):
     """Stretch each build task a little so the readers run many times during the append."""
-    import cube.build as builder
+    import cube.tasks as builder
 
     for name in ("task_ostia", "task_glorys", "task_profiles_a", "task_profiles_b"):
         fn = getattr(builder, name)

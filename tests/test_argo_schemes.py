@@ -108,3 +108,29 @@ def test_build_counts_one_cast_once_per_level(tmp_path):
     # Potential temperature of a 12 degC in-situ cast above 1000 dbar: 12 - 0.11 degC at most (gsw).
     mean = total[1, inside, 5, 5] / count[1, inside, 5, 5]
     assert np.all((mean > 11.85) & (mean <= 12.0 + 1e-6))
+
+
+@pytest.mark.parametrize("temperature", ["insitu", "potential"])
+def test_build_uses_the_configured_temperature_for_argo(tmp_path, temperature):
+    """``profiles.temperature`` reaches the Argo reader in a build: a 12 degC in-situ cast (no PSAL, so
+    SP = 35) gives 12 degC on every observed level with 'insitu', and TEOS-10 potential temperature
+    (gsw, reference 0 dbar, at the level's pressure) with 'potential'."""
+    write_background(tmp_path)
+    (tmp_path / "argo").mkdir()
+    write_argo_profiles(tmp_path / "argo" / "R6901234_001.nc", [cast(PRIMARY, np.arange(5.0, 1000.1, 5.0), 12.0)])
+    cfg = config(tmp_path, inputs={"ostia": [f"{tmp_path}/ostia/*.nc"], "glorys": [f"{tmp_path}/glorys/*.nc"],
+                                   "argo": [f"{tmp_path}/argo/*.nc"]},
+                 profiles={"temperature": temperature})
+    assert build(cfg, progress=False).profiles_used == 1
+    root = zarr.open_group(str(tmp_path / "cube.zarr"), mode="r")
+    count, total = root["profiles/count"][1, :, 5, 5], root["profiles/sum"][1, :, 5, 5]
+    observed = count > 0
+    assert observed.sum() == 31
+    mean = total[observed] / count[observed]
+    if temperature == "insitu":
+        np.testing.assert_allclose(mean, 12.0, atol=1e-5)
+    else:
+        pres = gsw.p_from_z(-GLORYS_DEPTHS[observed], LAT)
+        expected = gsw.pt0_from_t(gsw.SA_from_SP(35.0, pres, LON, LAT), 12.0, pres)
+        np.testing.assert_allclose(mean, expected, atol=2e-3)
+        assert mean[-1] < 11.9   # ~900 m: visibly not the in-situ value

@@ -459,7 +459,7 @@ def test_strict_failure_leaves_no_task_running(tiny_demo, tmp_path, monkeypatch)
     import threading
     import time
 
-    import cube.build as builder
+    import cube.tasks as builder
 
     demo = demo_copy(tiny_demo, tmp_path / "demo")
     CASES["ostia-all-NaN-day"].make(demo)

@@ -169,7 +169,7 @@ def test_rerun_is_a_no_op_and_new_days_append(tmp_path):
 
 
 def test_interrupted_build_resumes_and_never_shows_a_partial_cube(tmp_path, monkeypatch):
-    import cube.build as builder
+    import cube.tasks as builder
 
     write_background(tmp_path)
     cfg = config(tmp_path)

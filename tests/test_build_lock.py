@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 SLOW_BUILD = r"""
 import sys, time
 import cube.build as builder
+import cube.tasks as tasks
 from cube.config import load_cube_config
 
 def stretched(fn):
@@ -40,7 +41,7 @@ def stretched(fn):
     return run
 
 for name in ("task_ostia", "task_glorys", "task_profiles_a", "task_profiles_b"):
-    setattr(builder, name, stretched(getattr(builder, name)))
+    setattr(tasks, name, stretched(getattr(tasks, name)))
 print(builder.build(load_cube_config(sys.argv[1]), progress=False).status)
 """
 

@@ -52,7 +52,7 @@ def test_scheduler_address_builds_the_same_cube(tiny_demo, tiny_cube, tmp_path):
             rc = main(["build", _config(tiny_demo, out, tmp_path / "cube.yaml"), "--scheduler",
                        cluster.scheduler_address, "-q"])
             assert rc == 0 and len(client.scheduler_info()["workers"]) == 2
-            # The build tasks ran in the worker processes: they imported the builder to unpickle them.
-            ran = client.run(lambda: "cube.build" in __import__("sys").modules)
+            # The build tasks ran in the worker processes: they imported cube.tasks to unpickle them.
+            ran = client.run(lambda: "cube.tasks" in __import__("sys").modules)
             assert any(ran.values())
     _assert_same_cube(str(out), str(tiny_cube))

@@ -507,7 +507,7 @@ def test_a_server_page_instead_of_the_index_is_an_error(tmp_path, http_root):
 
 def test_download_writes_a_cube_config_for_what_it_fetched(tmp_path, tiny_demo, real_data, http_root,
                                                            fake_copernicus, capsys):
-    from cube.build import expand_inputs
+    from cube.inputs import expand_inputs
     from cube.config import load_cube_config
 
     root, base, _ = http_root

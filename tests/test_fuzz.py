@@ -33,7 +33,7 @@ from cube.patches import build_patches
 from cube.tiling import PatchSpec, SplitSpec, assign_splits
 from cube.profiles import ProfileTable
 from cube.readers import read_en4, read_glorys, read_ostia
-from cube.readers.common import JULD_VALID_DAYS
+from cube.readers.profile_qc import JULD_VALID_DAYS
 from loaders.config import DatasetConfig, EOConfig, XConfig
 from loaders.corruption import sample_rng
 from loaders.sample import WindowData, assemble
@@ -107,7 +107,7 @@ def read_or_input_error(reader, path, **kwargs):
 
 
 # Byte-level mutations of a NetCDF-3 (classic) file: netCDF-C reads classic headers itself, so
-# the readers check them first (cube.readers.common._check_classic_size).
+# the readers check them first (cube.readers.netcdf._check_classic_size).
 @FUZZ
 @given(edits=st.lists(st.tuples(st.integers(0, 9000), st.integers(0, 255)), min_size=1, max_size=8),
        cut=st.one_of(st.none(), st.integers(0, 20000)))

@@ -36,6 +36,7 @@ CHILD = r"""
 import sys, time
 import cube.build as builder
 import cube.store as store
+import cube.tasks as tasks
 from cube.config import load_cube_config
 
 delay = float(sys.argv[2])
@@ -48,8 +49,9 @@ def stretched(fn):
         return out
     return run
 
-for name in ("task_ostia", "task_glorys", "task_profiles_a", "task_profiles_b", "_finish"):
-    setattr(builder, name, stretched(getattr(builder, name)))
+for name in ("task_ostia", "task_glorys", "task_profiles_a", "task_profiles_b"):
+    setattr(tasks, name, stretched(getattr(tasks, name)))
+builder._finish = stretched(builder._finish)
 store.publish = stretched(store.publish)
 report = builder.build(load_cube_config(sys.argv[1]), progress=False, rebuild="--rebuild" in sys.argv[3:])
 print(report.status)

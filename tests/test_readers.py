@@ -20,7 +20,7 @@ from cube.constants import GLORYS_DEPTHS
 from cube.errors import ConfigError, InputError
 from cube.profiles import ProfileTable
 from cube.readers import detect_product, open_product, read_argo, read_en4, read_glorys, read_ostia
-from cube.readers.common import Bbox, plan_horizontal, read_horizontal
+from cube.readers.horizontal import Bbox, plan_horizontal, read_horizontal
 
 from conftest import REAL_DATA as REAL  # noqa: E402  (tests using it take the real_data fixture)
 OSTIA_REAL = REAL / "20170101120000-UKMO-L4_GHRSST-SSTfnd-OSTIAanom-GLOB-v02.0-fv02.0.nc"

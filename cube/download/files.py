@@ -69,7 +69,7 @@ def check_netcdf(path: Path, needed: tuple[str, ...], what: str) -> None:
     """DownloadError unless ``path`` is a readable NetCDF file holding the variables ``needed``
     (the file is discarded then)."""
     from cube.errors import InputError
-    from cube.readers.common import open_netcdf
+    from cube.readers.netcdf import open_netcdf
 
     try:
         with open_netcdf(str(path)) as ds:

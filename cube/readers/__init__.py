@@ -4,6 +4,11 @@
 :func:`read_ostia`, :func:`read_glorys` (both -> ``xarray.Dataset``), :func:`read_en4` or
 :func:`read_argo` (both -> :class:`cube.profiles.ProfileTable`). Every input problem raises
 :class:`cube.errors.InputError` with a reason code; readers never write Zarr.
+
+The product modules share code by job: :mod:`~cube.readers.netcdf` (opening, the netCDF-C lock,
+attributes), :mod:`~cube.readers.cf` (units, packing, char flags, time), :mod:`~cube.readers.horizontal`
+(boxes, lon/lat normalisation, subset reads), :mod:`~cube.readers.profile_qc` (profile decoding and
+the one ordered QC list of EN4 and Argo) and :mod:`~cube.readers.products` (product signatures).
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ import re
 
 from cube.errors import ConfigError, InputError
 from cube.readers.argo import read_argo
-from cube.readers.common import PRODUCT_SIGNATURES, Bbox, PathArg, open_netcdf, path_name, product_from_variables
+from cube.readers.horizontal import Bbox
+from cube.readers.netcdf import PathArg, open_netcdf, path_name
+from cube.readers.products import PRODUCT_SIGNATURES, product_from_variables
 from cube.readers.en4 import read_en4
 from cube.readers.glorys import read_glorys, scan_glorys
 from cube.readers.ostia import read_ostia, scan_ostia

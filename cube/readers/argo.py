@@ -39,10 +39,12 @@ import numpy as np
 
 from cube.errors import ConfigError, InputError
 from cube.profiles import ProfileTable
-from cube.readers.common import (PROFILE_FILL, PathArg, TIME_QC_EXTRA, as_bbox, build_profile_table,
-                                 check_units, decode_chars, open_netcdf, optional_var, parse_accepted,
-                                 profile_positions, profile_times, qc_ok, read_chars, read_values,
-                                 require_product, require_var)
+from cube.readers.cf import check_units, decode_chars, read_chars, read_values
+from cube.readers.horizontal import as_bbox
+from cube.readers.netcdf import PathArg, open_netcdf, optional_var, require_var
+from cube.readers.products import require_product
+from cube.readers.profile_qc import (PROFILE_FILL, build_profile_table, parse_accepted, profile_checks,
+                                     profile_positions, profile_times, qc_ok)
 
 ADJUSTED_MODES = ("A", "D")
 DEFAULT_PROFILE_GRADES = ("A", "B", "C")
@@ -93,14 +95,9 @@ def read_argo(path: PathArg, accepted_qc=("1", "2"), bbox=None, *, temperature: 
         sp = None if psal is None else np.where(qc_ok(psal[1], accepted, accept_unchecked), psal[0], np.nan)
         temp = potential_temperature(temp, pres, sp, lat[:, None], lon[:, None])
     level_ok = qc_ok(pres_qc, accepted, accept_unchecked) & qc_ok(temp_qc, accepted, accept_unchecked)
-    profile_bad = [
-        ("non_primary_sampling", non_primary),
-        ("bad_time", np.isnat(time)),
-        ("bad_position", bad_position),
-        ("time_qc", ~qc_ok(flags["JULD_QC"], accepted + TIME_QC_EXTRA, accept_unchecked)),
-        ("position_qc", ~qc_ok(flags["POSITION_QC"], accepted, accept_unchecked)),
-        ("profile_qc", ~qc_ok(flags["PROFILE_TEMP_QC"], grades, accept_unchecked)),
-    ]
+    profile_bad = [("non_primary_sampling", non_primary)] + profile_checks(
+        time, bad_position, flags["JULD_QC"], flags["POSITION_QC"], flags["PROFILE_TEMP_QC"], accepted, grades,
+        accept_unchecked)
     return build_profile_table(path, time=time, lat=lat, lon=lon, depth=depth, temp=temp,
                                level_ok=level_ok, profile_bad=profile_bad, bbox=box)
 

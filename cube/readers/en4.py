@@ -22,9 +22,12 @@ import numpy as np
 
 from cube.errors import ConfigError, InputError
 from cube.profiles import ProfileTable
-from cube.readers.common import (PROFILE_FILL, PathArg, TIME_QC_EXTRA, as_bbox, build_profile_table,
-                                 check_units, open_netcdf, optional_var, parse_accepted, profile_positions,
-                                 profile_times, qc_ok, read_chars, read_values, require_product, require_var)
+from cube.readers.cf import check_units, read_chars, read_values
+from cube.readers.horizontal import as_bbox
+from cube.readers.netcdf import PathArg, open_netcdf, optional_var, require_var
+from cube.readers.products import require_product
+from cube.readers.profile_qc import (PROFILE_FILL, build_profile_table, parse_accepted, profile_checks,
+                                     profile_positions, profile_times, qc_ok)
 
 #: temperature option -> (values, level QC candidates, profile QC candidates); the first present wins.
 TEMPERATURE_VARIABLES = {
@@ -62,13 +65,8 @@ def read_en4(path: PathArg, accepted_qc=("1", "2"), temperature: str = "potentia
         flags["profile"] = read_chars(ds, _first(ds, profile_qc_names), (len(time),), path)
         level_ok = (qc_ok(read_chars(ds, "DEPH_CORRECTED_QC", depth.shape, path), accepted, accept_unchecked)
                     & qc_ok(read_chars(ds, _first(ds, level_qc_names), depth.shape, path), accepted, accept_unchecked))
-    profile_bad = [
-        ("bad_time", np.isnat(time)),
-        ("bad_position", bad_position),
-        ("time_qc", ~qc_ok(flags["JULD_QC"], accepted + TIME_QC_EXTRA, accept_unchecked)),
-        ("position_qc", ~qc_ok(flags["POSITION_QC"], accepted, accept_unchecked)),
-        ("profile_qc", ~qc_ok(flags["profile"], accepted, accept_unchecked)),
-    ]
+    profile_bad = profile_checks(time, bad_position, flags["JULD_QC"], flags["POSITION_QC"], flags["profile"],
+                                 accepted, accepted, accept_unchecked)
     return build_profile_table(path, time=time, lat=lat, lon=lon, depth=depth, temp=temp,
                                level_ok=level_ok, profile_bad=profile_bad, bbox=box)
 

@@ -17,10 +17,12 @@ import xarray as xr
 
 from cube.constants import GLORYS_DEPTHS
 from cube.errors import InputError
-from cube.readers.common import (HorizontalPlan, PathArg, as_bbox, attr_text, check_lat_lon_dims,
-                                 check_unique_times, date_from_digits, decode_values, global_attrs,
-                                 open_netcdf, optional_var, path_name, plan_horizontal, read_coord,
-                                 read_horizontal, require_product, require_var, time_from_var, unit_kind, var_attrs)
+from cube.readers.cf import check_unique_times, date_from_digits, decode_values, time_from_var, unit_kind
+from cube.readers.horizontal import (HorizontalPlan, as_bbox, check_lat_lon_dims, plan_horizontal, read_coord,
+                                     read_horizontal)
+from cube.readers.netcdf import (PathArg, attr_text, global_attrs, open_netcdf, optional_var, path_name, require_var,
+                                 var_attrs)
+from cube.readers.products import require_product
 
 DAILY_NAME = re.compile(r"_(\d{8})(?:_R\d{8})?\.nc$")
 MONTHLY_NAME = re.compile(r"_(\d{6})\.nc$")

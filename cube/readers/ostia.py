@@ -15,10 +15,11 @@ import numpy as np
 import xarray as xr
 
 from cube.errors import InputError
-from cube.readers.common import (Bbox, HorizontalPlan, PathArg, as_bbox, attr_text, check_lat_lon_dims,
-                                 check_unique_times, date_from_digits, decode_values, fill_mask, open_netcdf,
-                                 optional_var, path_name, plan_horizontal, read_coord, read_horizontal,
-                                 require_product, require_var, time_from_var, unit_kind, var_attrs)
+from cube.readers.cf import check_unique_times, date_from_digits, decode_values, fill_mask, time_from_var, unit_kind
+from cube.readers.horizontal import (Bbox, HorizontalPlan, as_bbox, check_lat_lon_dims, plan_horizontal, read_coord,
+                                     read_horizontal)
+from cube.readers.netcdf import PathArg, attr_text, open_netcdf, optional_var, path_name, require_var, var_attrs
+from cube.readers.products import require_product
 
 #: ``YYYYMMDDhhmmss-`` at the start of a GHRSST file name.
 NAME_DATE = re.compile(r"^(\d{8})(\d{6})-")
