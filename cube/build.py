@@ -43,7 +43,8 @@ import fsspec
 import numpy as np
 
 from . import store
-from .config import CubeConfig, to_dict
+from .config import CubeConfig
+from .spec import to_dict
 from .constants import GLORYS_DEPTHS
 from .errors import ConfigError, InputError
 from .grid import CubeGrid

@@ -75,15 +75,16 @@ def _index(args) -> int:
     from .patches import PatchSpec, SplitSpec
     from .index import export_index, rebuild_index
     from .open import describe, open_cube
+    from .spec import from_dict
 
     if args.rebuild or any(v is not None for v in (args.tile_size, args.stride, args.threshold, args.split, args.val_fraction, args.seed)):
         tree = open_cube(args.cube)
         from .layout import decode_attrs
 
         cfg = decode_attrs(tree.attrs)["build"]["config"]
-        p = dataclasses.replace(PatchSpec(**cfg["patches"]), **{k: v for k, v in (
+        p = dataclasses.replace(from_dict(PatchSpec, cfg["patches"]), **{k: v for k, v in (
             ("tile_size", args.tile_size), ("stride", args.stride), ("invalid_threshold", args.threshold)) if v is not None})
-        s = dataclasses.replace(SplitSpec(**cfg["split"]), **{k: v for k, v in (
+        s = dataclasses.replace(from_dict(SplitSpec, cfg["split"]), **{k: v for k, v in (
             ("method", args.split), ("val_fraction", args.val_fraction), ("seed", args.seed), ("val_year", args.val_year)) if v is not None})
         patches = rebuild_index(args.cube, p, s)
         print(f"patch index rebuilt: {len(patches)} tiles " + str(patches["split"].value_counts().to_dict()))

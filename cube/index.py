@@ -15,7 +15,8 @@ import pandas as pd
 import xarray as xr
 
 from . import store
-from .config import CubeConfig, to_dict
+from .config import CubeConfig
+from .spec import from_dict, to_dict
 from .layout import decode_attrs, encode_attrs, group_attrs
 from .patches import PatchSpec, SplitSpec
 from .grid import CubeGrid
@@ -104,9 +105,7 @@ def rebuild_index(url: str, patches_cfg: PatchSpec | None = None, split_cfg: Spl
 
 
 def _config_from_attrs(build_attrs: dict) -> CubeConfig:
-    from .config import load_config
-
-    return load_config(build_attrs.get("config", {}), CubeConfig, label="cube attrs build.config")
+    return from_dict(CubeConfig, build_attrs.get("config", {}), label="cube attrs build.config")
 
 
 def export_index(url: str, path: str) -> None:

@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from _cubes import make_analytic_cube
-from cube.config import CubeConfig, load_config, load_cube_config, to_dict
+from cube.config import CubeConfig, load_cube_config
+from cube.spec import load_config, to_dict
 from cube.errors import ConfigError
 from loaders.config import DatasetConfig, load_dataset_config
 from loaders.stream import CubeStream
