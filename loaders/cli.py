@@ -1,4 +1,4 @@
-"""``depthcube plot`` and ``depthcube export geotiff`` (registered by :mod:`cube.cli`).
+"""``depthcube plot`` and ``depthcube export geotiff`` (registered by :mod:`depthcube.cli`).
 
 Handlers import their modules lazily, so ``depthcube --help`` stays fast. Options that point at
 a cube take any fsspec URL; ``--storage-options JSON`` passes credentials/endpoints to fsspec
