@@ -27,7 +27,7 @@ from cube.errors import DepthcubeError
 
 #: The extra of pyproject.toml that installs each optional top-level module.
 EXTRA_OF_MODULE = {"torch": "train", "torchdata": "train", "lightning": "train", "tensorboard": "train",
-                   "rasterio": "export", "rioxarray": "export", "s3fs": "s3", "pyinterp": "bench",
+                   "rasterio": "export", "s3fs": "s3", "pyinterp": "bench",
                    "psutil": "bench", "copernicusmarine": "download", "argopy": "download"}
 
 

@@ -47,7 +47,10 @@ def _plot(args) -> int:
 
 
 def _export_geotiff(args) -> int:
+    import rasterio  # noqa: F401  (the 'export' extra: missing -> one line, before anything is written)
+
     from .export import ExportOptions, export_geotiff
+    from .stream import CubeStream  # noqa: F401  (torch, which the 'export' extra brings too)
 
     cfg = _dataset_config(args.config, args.preset)
     options = ExportOptions(split=args.split, start=args.start, limit=args.limit,
