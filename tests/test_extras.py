@@ -80,6 +80,13 @@ def test_train_without_torch_names_the_train_extra():
     assert r.stdout == ""
 
 
+def test_plot_samples_without_torch_name_the_train_extra(tiny_cube, tmp_path):
+    r = _cli("plot", tiny_cube, "--out", tmp_path / "png", "--sample", "1", blocked=("torch",))
+    assert r.returncode == 2
+    assert r.stderr == "depthcube plot needs the 'train' extra: pip install 'depthcube[train]'\n"
+    assert (tmp_path / "png" / "overview.png").stat().st_size > 0     # the cube overview needs no torch
+
+
 @pytest.mark.parametrize("blocked", [("torch",), ("rasterio",)], ids=["no-torch", "no-rasterio"])
 def test_export_geotiff_without_its_extra_names_it_and_writes_nothing(tiny_cube, tmp_path, blocked):
     out = tmp_path / "tiffs"
