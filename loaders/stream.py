@@ -31,6 +31,10 @@ DataLoader that counts what the training loop consumed) is kept for ``skipped`` 
 ``commit()``. A state names its cube, split, order, world size and worker count; loading it
 into a stream that differs in any of them is a ``ValueError`` naming what differs.
 
+Chunks. :meth:`CubeStream.window_chunks` lists the ``(array path, chunk index)`` that
+:meth:`CubeStream.read_window` reads for one window (``depthcube bench`` decodes exactly those for
+its "limit" entry); :func:`box_chunks` is the chunk arithmetic behind it.
+
 Workers. The stream pickles only small arrays, the cube URL and the epoch tensor; each worker
 opens the store lazily, so fork, forkserver and spawn all work.
 
