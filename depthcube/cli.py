@@ -25,10 +25,9 @@ import loaders.cli
 import train.cli
 from cube.errors import DepthcubeError
 
-#: The extra of pyproject.toml that installs each optional top-level module.
-EXTRA_OF_MODULE = {"torch": "train", "torchdata": "train", "lightning": "train", "tensorboard": "train",
-                   "rasterio": "export", "s3fs": "s3", "pyinterp": "bench",
-                   "psutil": "bench", "copernicusmarine": "download", "argopy": "download"}
+#: The optional top-level modules each extra of pyproject.toml installs (tests check the two agree).
+EXTRA_MODULES = {"train": ("torch", "torchdata", "lightning", "tensorboard"), "export": ("rasterio", "torch"),
+                 "s3": ("s3fs",), "bench": ("pyinterp", "psutil", "torch"), "download": ("copernicusmarine", "argopy")}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,14 +63,15 @@ def _join_negative_values(argv: list[str]) -> list[str]:
 
 
 def missing_extra(command: str, error: ImportError) -> str | None:
-    """The extra that installs the module ``error`` misses; None when that module is not an
-    optional dependency (then the error is a bug, not a missing install). fsspec's "Install s3fs
-    to access S3" names its module in the message only. ``export`` streams windows through the
-    torch ``CubeStream``, so its own extra brings torch and is the one to name."""
+    """The extra that installs the module ``error`` misses: the command's own extra when it has
+    one that does (``depthcube bench`` without torch: 'bench'), else the first that does; None
+    when no extra installs it (then the error is a bug, not a missing install). fsspec's
+    "Install s3fs to access S3" names its module in the message only."""
     for name in [error.name] if error.name else re.findall(r"[A-Za-z_][\w.]*", str(error)):
-        extra = EXTRA_OF_MODULE.get(name.split(".")[0])
-        if extra is not None:
-            return "export" if command == "export" and extra == "train" else extra
+        module = name.split(".")[0]
+        extras = [extra for extra, modules in EXTRA_MODULES.items() if module in modules]
+        if extras:
+            return command if command in extras else extras[0]
     return None
 
 
