@@ -14,8 +14,8 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@# pyinterp: wheels only (an sdist needs Boost/Eigen/cmake); the local mirror's missing dirs are noise.
-	set -o pipefail; $(PY) -m pip install -q --only-binary=pyinterp -e '.[test,download]' 2>&1 | { grep -v 'is ignored' || true; }
-	$(PY) -c 'import pyinterp, torch, zarr, xbatcher, netCDF4, gsw, torchdata, lightning, copernicusmarine'
+	set -o pipefail; $(PY) -m pip install -q --only-binary=pyinterp -e '.[test,train,export,s3,bench,download]' 2>&1 | { grep -v 'is ignored' || true; }
+	$(PY) -c 'import zarr, xbatcher, netCDF4, gsw, torch, torchdata, lightning, tensorboard, rasterio, rioxarray, s3fs, pyinterp, psutil, copernicusmarine'
 	@touch $@
 
 setup: $(VENV)/.installed

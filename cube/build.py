@@ -35,7 +35,8 @@ from importlib.metadata import version as pkg_version
 import numpy as np
 
 from . import store
-from .config import CubeConfig, to_dict
+from .config import CubeConfig
+from .spec import to_dict
 from .constants import GLORYS_DEPTHS
 from .errors import ConfigError, InputError
 from .grid import CubeGrid

@@ -1,24 +1,13 @@
-"""``depthcube`` command line: demo, build, index, info, download (and train/bench/export/plot from later layers).
+"""The cube layer's subcommands of ``depthcube``: demo, build, index, download, info.
 
-Each subcommand's handler imports its layer lazily, so ``depthcube demo`` or ``build`` never
-imports torch. User errors (bad options, bad config, bad inputs in --strict mode, an output that
-is not a depthcube cube or is locked by another build, disk full, a read-only output) print one
-line ``depthcube <cmd>: error: ...`` and exit 2; no traceback reaches the user for these.
+:func:`register` adds them to the parser of :mod:`depthcube.cli` (the entry point, which also
+turns user errors into one line and exit 2). Each handler imports its module when it runs, so
+registering them imports nothing heavy and ``depthcube build`` never imports torch.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import re
-import sys
-
-from .errors import DepthcubeError
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _region(text: str) -> tuple[float, float, float, float]:
@@ -75,15 +64,16 @@ def _index(args) -> int:
     from .tiling import PatchSpec, SplitSpec
     from .index import export_index, rebuild_index
     from .open import describe, open_cube
+    from .spec import from_dict
 
     if args.rebuild or any(v is not None for v in (args.tile_size, args.stride, args.threshold, args.split, args.val_fraction, args.seed)):
         tree = open_cube(args.cube)
         from .layout import decode_attrs
 
         cfg = decode_attrs(tree.attrs)["build"]["config"]
-        p = dataclasses.replace(PatchSpec(**cfg["patches"]), **{k: v for k, v in (
+        p = dataclasses.replace(from_dict(PatchSpec, cfg["patches"]), **{k: v for k, v in (
             ("tile_size", args.tile_size), ("stride", args.stride), ("invalid_threshold", args.threshold)) if v is not None})
-        s = dataclasses.replace(SplitSpec(**cfg["split"]), **{k: v for k, v in (
+        s = dataclasses.replace(from_dict(SplitSpec, cfg["split"]), **{k: v for k, v in (
             ("method", args.split), ("val_fraction", args.val_fraction), ("seed", args.seed), ("val_year", args.val_year)) if v is not None})
         patches = rebuild_index(args.cube, p, s)
         print(f"patch index rebuilt: {len(patches)} tiles " + str(patches["split"].value_counts().to_dict()))
@@ -137,11 +127,8 @@ def _info(args) -> int:
     return 0
 
 
-def make_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="depthcube", description="Raw ocean NetCDF -> chunked Zarr cube -> streaming training samples.")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
+def register(sub) -> None:
+    """Add the ``demo``, ``build``, ``index``, ``download`` and ``info`` subcommands to ``depthcube``'s subparsers."""
     d = sub.add_parser("demo", help="write demo raw products (OSTIA, GLORYS, EN4) in the real file formats",
                        description="Write OSTIA L4, GLORYS12 thetao and EN4.2.2 profile files for a region and period, "
                                    "all driven by one hidden 'truth' ocean, deterministic from the seed.")
@@ -208,58 +195,3 @@ def make_parser() -> argparse.ArgumentParser:
     n.add_argument("cube", help="cube path or URL")
     n.add_argument("--tree", action="store_true", help="also print the xarray DataTree")
     n.set_defaults(func=_info)
-
-    for register in _later_layers():
-        register(sub)
-    return p
-
-
-def _later_layers():
-    """Subcommands of the layers above cube/ (loaders, train), registered only if importable."""
-    import importlib
-
-    out = []
-    for module in ("loaders.cli", "train.cli"):
-        try:
-            out.append(importlib.import_module(module).register)
-        except ImportError:
-            pass
-    return out
-
-
-#: Options whose value may start with '-' (a negative number): ``--region -6.4,-3,10,12``.
-_NEGATIVE_VALUE_OPTIONS = ("--region",)
-_NUMBERS = re.compile(r"^-?\d*\.?\d+(e[-+]?\d+)?(,-?\d*\.?\d+(e[-+]?\d+)?)*$", re.IGNORECASE)
-
-
-def _join_negative_values(argv: list[str]) -> list[str]:
-    """``--region -6.4,...`` as ``--region=-6.4,...``: argparse reads a value starting with '-'
-    (other than one plain negative number) as an option and fails with 'expected one argument'."""
-    out: list[str] = []
-    for arg in argv:
-        if out and out[-1] in _NEGATIVE_VALUE_OPTIONS and _NUMBERS.match(arg):
-            out[-1] = f"{out[-1]}={arg}"
-        else:
-            out.append(arg)
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = make_parser()
-    args = parser.parse_args(_join_negative_values(sys.argv[1:] if argv is None else list(argv)))
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return args.func(args) or 0
-    except (DepthcubeError, ValueError, FileNotFoundError) as e:
-        if args.verbose:
-            raise
-        print(f"depthcube {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"depthcube {args.command}: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,7 +15,8 @@ import pandas as pd
 import xarray as xr
 
 from . import store
-from .config import CubeConfig, to_dict
+from .config import CubeConfig
+from .spec import from_dict, to_dict
 from .grid import CubeGrid
 from .layout import TIME_UNITS_DAYS, array_compressors, decode_attrs, encode_attrs, group_attrs
 from .tiling import PATCH_COLUMNS, PatchSpec, SplitSpec, tile_columns
@@ -99,9 +100,7 @@ def rebuild_index(url: str, patches_cfg: PatchSpec | None = None, split_cfg: Spl
 
 
 def _config_from_attrs(build_attrs: dict) -> CubeConfig:
-    from .config import load_config
-
-    return load_config(build_attrs.get("config", {}), CubeConfig, label="cube attrs build.config")
+    return from_dict(CubeConfig, build_attrs.get("config", {}), label="cube attrs build.config")
 
 
 def export_index(url: str, path: str) -> None:

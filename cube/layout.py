@@ -41,6 +41,7 @@ from typing import Literal
 import numpy as np
 
 from .errors import DepthcubeError
+from .spec import check
 from .tiling import PATCH_COLUMNS
 
 CONTRACT = "depthcube cube v1"
@@ -60,11 +61,6 @@ GROUP_TITLES = {
 JSON_ATTRS = frozenset({"build", "inputs", "rejects", "profiles", "patch_config", "split_config"})
 
 
-def _check(cond: bool, message: str):
-    if not cond:
-        raise ValueError(message)
-
-
 @dataclass(frozen=True)
 class ChunkConfig:
     """Chunk sizes: days per chunk for daily variables, cells per spatial chunk (null = tile_size).
@@ -80,10 +76,10 @@ class ChunkConfig:
     shard_tiles: int | None = None
 
     def __post_init__(self):
-        _check(1 <= self.days <= 366, f"days: must be in 1..366, got {self.days}")
-        _check(self.spatial is None or self.spatial >= 8, f"spatial: must be >= 8 cells, got {self.spatial}")
-        _check(self.glorys_times >= 1, f"glorys_times: must be >= 1, got {self.glorys_times}")
-        _check(self.shard_tiles is None or self.shard_tiles >= 1, f"shard_tiles: must be >= 1, got {self.shard_tiles}")
+        check(1 <= self.days <= 366, f"days: must be in 1..366, got {self.days}")
+        check(self.spatial is None or self.spatial >= 8, f"spatial: must be >= 8 cells, got {self.spatial}")
+        check(self.glorys_times >= 1, f"glorys_times: must be >= 1, got {self.glorys_times}")
+        check(self.shard_tiles is None or self.shard_tiles >= 1, f"shard_tiles: must be >= 1, got {self.shard_tiles}")
 
 
 @dataclass(frozen=True)
@@ -95,7 +91,7 @@ class CompressionConfig:
     shuffle: Literal["shuffle", "bitshuffle", "noshuffle"] = "shuffle"
 
     def __post_init__(self):
-        _check(0 <= self.clevel <= 9, f"clevel: must be in 0..9, got {self.clevel}")
+        check(0 <= self.clevel <= 9, f"clevel: must be in 0..9, got {self.clevel}")
 
 
 

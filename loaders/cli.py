@@ -1,4 +1,4 @@
-"""``depthcube plot`` and ``depthcube export geotiff`` (registered by :mod:`cube.cli`).
+"""``depthcube plot`` and ``depthcube export geotiff`` (registered by :mod:`depthcube.cli`).
 
 Handlers import their modules lazily, so ``depthcube --help`` stays fast. Options that point at
 a cube take any fsspec URL; ``--storage-options JSON`` passes credentials/endpoints to fsspec
@@ -47,7 +47,10 @@ def _plot(args) -> int:
 
 
 def _export_geotiff(args) -> int:
+    import rasterio  # noqa: F401  (the 'export' extra: missing -> one line, before anything is written)
+
     from .export import ExportOptions, export_geotiff
+    from .stream import CubeStream  # noqa: F401  (torch, which the 'export' extra brings too)
 
     cfg = _dataset_config(args.config, args.preset)
     options = ExportOptions(split=args.split, start=args.start, limit=args.limit,

@@ -1,6 +1,7 @@
 """Dataset config (configs/dataset.yaml): how samples are cut and corrupted. One class covers every
 dataset of the reference (eo_4band, ostia, ostia_argo, ostia_argo_disk with synthetic mode)
-through modes; defaults match the reference pipeline (REFERENCE.md sections 5, 6, 9).
+through modes; defaults match the reference pipeline (REFERENCE.md sections 5, 6, 9). Loaded with
+:func:`cube.spec.load_config`, so every error names its key path (``dataset.yaml: presets.x.eo...``).
 """
 
 from __future__ import annotations
@@ -9,16 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from cube.config import load_config, read_yaml
 from cube.errors import ConfigError
+from cube.spec import check, load_config, read_yaml
 
 from .corruption import CorruptionSpec
 from .eo import EODegradation
-
-
-def _check(cond: bool, message: str):
-    if not cond:
-        raise ValueError(message)
 
 
 #: ``x`` (the sparse sub-surface input) is specified by the corruption layer's own spec:
@@ -42,7 +38,7 @@ class EOConfig(EODegradation):
 
     def __post_init__(self):
         super().__post_init__()
-        _check(self.min_days >= 1, f"eo.min_days: must be >= 1, got {self.min_days}")
+        check(self.min_days >= 1, f"eo.min_days: must be >= 1, got {self.min_days}")
 
 
 @dataclass(frozen=True)
@@ -59,13 +55,13 @@ class DatasetConfig:
     on_error: Literal["raise", "skip"] = "raise"
 
     def __post_init__(self):
-        _check(self.window_days >= 1, f"window_days: must be >= 1, got {self.window_days}")
+        check(self.window_days >= 1, f"window_days: must be >= 1, got {self.window_days}")
         lo, hi = self.target_bands
-        _check(0 <= lo < hi <= 50, f"target_bands: need 0 <= start < end <= 50, got {self.target_bands}")
-        _check(self.min_profiles >= 0, f"min_profiles: must be >= 0, got {self.min_profiles}")
-        _check(self.block_size >= 1, f"block_size: must be >= 1, got {self.block_size}")
-        _check(self.seed >= 0, f"seed: must be >= 0 (it seeds numpy generators), got {self.seed}")
-        _check(self.eo.min_days <= self.window, f"eo.min_days: {self.eo.min_days} is more than the "
+        check(0 <= lo < hi <= 50, f"target_bands: need 0 <= start < end <= 50, got {self.target_bands}")
+        check(self.min_profiles >= 0, f"min_profiles: must be >= 0, got {self.min_profiles}")
+        check(self.block_size >= 1, f"block_size: must be >= 1, got {self.block_size}")
+        check(self.seed >= 0, f"seed: must be >= 0 (it seeds numpy generators), got {self.seed}")
+        check(self.eo.min_days <= self.window, f"eo.min_days: {self.eo.min_days} is more than the "
                                                 f"{self.window} days of a window")
 
     @property

@@ -31,6 +31,10 @@ DataLoader that counts what the training loop consumed) is kept for ``skipped`` 
 ``commit()``. A state names its cube, split, order, world size and worker count; loading it
 into a stream that differs in any of them is a ``ValueError`` naming what differs.
 
+Chunks. :meth:`CubeStream.window_chunks` lists the ``(array path, chunk index)`` that
+:meth:`CubeStream.read_window` reads for one window (``depthcube bench`` decodes exactly those for
+its "limit" entry); :func:`box_chunks` is the chunk arithmetic behind it.
+
 Workers. The stream pickles only small arrays, the cube URL and the epoch tensor; each worker
 opens the store lazily, so fork, forkserver and spawn all work.
 
@@ -249,9 +253,7 @@ class CubeStream(IterableDataset):
     def read_window(self, w: Window, north_up: bool = False) -> WindowData:
         """The cube arrays one window needs (cube orientation, or rows reversed with ``north_up``)."""
         r = self.reader
-        days = r.days[w.time]
-        nearest = nearest_snapshots(days, r.glorys_times)
-        used, counts = np.unique(nearest, return_counts=True)
+        used, counts = self._snapshots(w)
         glorys = np.stack([r.read("glorys/thetao", slice(int(s), int(s) + 1), w.rows, w.cols, north_up=north_up)[0]
                            for s in used])
         count = total = None
@@ -264,6 +266,34 @@ class CubeStream(IterableDataset):
             glorys=glorys, glorys_days=counts, count=count, total=total,
             ocean=ocean, bottom_level=bottom, north_up=north_up, water=water,
         )
+
+    def _snapshots(self, w: Window) -> tuple[np.ndarray, np.ndarray]:
+        """The GLORYS snapshots nearest to the window's days, and how many days each serves."""
+        return np.unique(nearest_snapshots(self.reader.days[w.time], self.reader.glorys_times), return_counts=True)
+
+    def window_chunks(self, index: int) -> list[tuple[str, tuple[int, ...]]]:
+        """The ``(array path, chunk index)`` of every chunk :meth:`read_window` reads for window
+        ``index``, each once, in read order.
+
+        That is: the chunks of ``glorys/thetao`` holding the snapshots nearest to the window's days
+        (all levels), of ``profiles/n_obs``, ``profiles/count`` and ``profiles/sum`` over the window
+        days (``argo`` x), and of ``ostia/analysed_sst`` over the window days (``ostia`` eo), each
+        over the tile's rows and columns (both sides of the dateline for a wrapping tile). The
+        ``count``/``sum`` chunks are an upper bound: :meth:`CubeReader.profile_sums` skips those
+        that hold no observation of the window. The static masks are read once per cube, not per
+        window, and are not listed.
+        """
+        w = self.windows[int(index)]
+        reads = [("glorys/thetao", slice(int(s), int(s) + 1)) for s in self._snapshots(w)[0]]
+        if self.config.x.source == "argo":
+            reads += [(path, w.time) for path in ("profiles/n_obs", "profiles/count", "profiles/sum")]
+        if self.config.eo.source == "ostia":
+            reads.append(("ostia/analysed_sst", w.time))
+        keys: dict[tuple, None] = {}
+        for path, lead in reads:
+            arr = self.reader.array(path)
+            keys.update(dict.fromkeys((path, k) for k in box_chunks(arr.shape, arr.chunks, lead, w.rows, w.cols)))
+        return list(keys)
 
     def _tile_statics(self, w: Window, north_up: bool, n_levels: int):
         """Ocean mask, bottom level and water column of a tile, cached for the last few tiles
@@ -370,6 +400,18 @@ class CubeMap(Dataset):
         if not 0 <= i < len(self):
             raise IndexError(i)
         return to_torch(self.stream.sample(i))
+
+
+def box_chunks(shape: tuple[int, ...], chunks: tuple[int, ...], lead: slice, rows: slice,
+               cols: np.ndarray | slice) -> list[tuple[int, ...]]:
+    """Chunk indices of an array ``(lead, *middle, rows, cols)`` that ``[lead, :, ..., rows, cols]``
+    touches (``cols`` an index array for a dateline-wrapping tile), in C order."""
+    cols = np.arange(cols.start, cols.stop) if isinstance(cols, slice) else np.asarray(cols)
+    per_dim = [range(lead.start // chunks[0], (lead.stop - 1) // chunks[0] + 1)]
+    per_dim += [range(-(-shape[d] // chunks[d])) for d in range(1, len(shape) - 2)]
+    per_dim += [range(rows.start // chunks[-2], (rows.stop - 1) // chunks[-2] + 1), np.unique(cols // chunks[-1])]
+    grids = np.meshgrid(*[np.asarray(list(r)) for r in per_dim], indexing="ij")
+    return [tuple(int(v) for v in k) for k in zip(*(g.ravel() for g in grids))]
 
 
 def check_finite(sample: dict) -> dict:

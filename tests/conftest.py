@@ -55,7 +55,8 @@ def tiny_cube(tiny_demo, tmp_path_factory) -> Path:
 
 
 def tiny_cube_config(demo: Path, output: Path, **overrides):
-    from cube.config import CubeConfig, load_config
+    from cube.config import CubeConfig
+    from cube.spec import load_config
 
     data = {
         "output": str(output),

@@ -511,7 +511,7 @@ def test_command_line_prints_one_line_per_reject_and_strict_one_error_line(names
     demo = demo_copy(tiny_demo, tmp_path / "demo")
     bad = {name: CASES[name].make(demo) for name in names}
     config = _cli_config(demo, tmp_path / "cube.zarr")
-    run = lambda *args: subprocess.run([sys.executable, "-m", "cube.cli", "build", str(config), "-q", *args],  # noqa: E731
+    run = lambda *args: subprocess.run([sys.executable, "-m", "depthcube", "build", str(config), "-q", *args],  # noqa: E731
                                        capture_output=True, text=True, timeout=300)
     strict = run("--strict")
     assert strict.returncode == 2 and "Traceback" not in strict.stderr

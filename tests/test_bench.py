@@ -15,9 +15,10 @@ from _cubes import make_analytic_cube
 from cube.constants import GLORYS_DEPTHS, Y_STD_K
 from loaders.config import DatasetConfig, XConfig, load_dataset_config
 from loaders.stream import CubeStream
-from train.bench import LOADER_KEYS
-from train.peers import (RawWindow, ReferenceRawDataset, _chunk_keys, align_profile, chunk_plan, demo_files,
+from bench.peers import (RawWindow, ReferenceRawDataset, align_profile, chunk_plan, demo_files,
                          python_loop_rasterise, xbatcher_dataset)
+from bench.suite import LOADER_KEYS
+from loaders.stream import box_chunks
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,26 +85,37 @@ def test_python_loop_rasterise_by_hand():
     assert cells == {(0, 4, 0, 0): (2, 22.0), (0, 5, 0, 0): (2, 20.0)}
 
 
-def test_chunk_plan_is_the_windows_chunks(tmp_path):
+def test_window_chunks_are_the_chunks_the_stream_reads(tmp_path):
     cube = make_analytic_cube(tmp_path / "cube.zarr")                     # chunks: 4 days, tile 16, 1 snapshot
     stream = CubeStream(cube, DatasetConfig(window_days=3, x=XConfig(source="argo")), "all", shuffle=False)
     i = next(k for k in range(len(stream)) if stream.windows[k].time.start == 2 and stream.windows[k].rows.start == 0
              and stream.windows[k].cols.start == 16)
-    plan = chunk_plan(stream, [i])
+    listed = stream.window_chunks(i)
     # Days 2..4 span day chunks 0 and 1; tile (0, 16) is spatial chunk (0, 1); days 2-4 are nearest to
     # snapshot 0 (Jan 25) or 1 (Jan 30): Jan 27 -> 0 (2.5 d tie goes earlier), Jan 28, 29 -> 1.
-    assert sorted(k for k in plan if k[0] == "ostia/analysed_sst") == [("ostia/analysed_sst", d, 0, 1) for d in (0, 1)]
-    assert sorted(k for k in plan if k[0] == "glorys/thetao") == [("glorys/thetao", s, 0, 0, 1) for s in (0, 1)]
-    assert sorted(k for k in plan if k[0] == "profiles/sum") == [("profiles/sum", d, 0, 0, 1) for d in (0, 1)]
-    assert len(plan) == 8
-    arr = stream.reader.root["ostia/analysed_sst"]
-    wrap = _chunk_keys("ostia/analysed_sst", arr, slice(0, 1), slice(0, 16), np.r_[40:48, 0:8])
-    assert sorted(wrap) == [("ostia/analysed_sst", 0, 0, 0), ("ostia/analysed_sst", 0, 0, 2)]
+    assert sorted(k for k in listed if k[0] == "ostia/analysed_sst") == [("ostia/analysed_sst", (d, 0, 1)) for d in (0, 1)]
+    assert sorted(k for k in listed if k[0] == "glorys/thetao") == [("glorys/thetao", (s, 0, 0, 1)) for s in (0, 1)]
+    assert sorted(k for k in listed if k[0] == "profiles/sum") == [("profiles/sum", (d, 0, 0, 1)) for d in (0, 1)]
+    assert sorted(k for k in listed if k[0] == "profiles/n_obs") == [("profiles/n_obs", (d, 0, 1)) for d in (0, 1)]
+    assert len(listed) == 10 and len(set(listed)) == 10
+    # The listing is what read_window decodes: reading the window cold decodes at most those chunks
+    # (count/sum chunks without an observation of the window may be skipped), and re-reading any
+    # listed chunk after the window is a cache hit.
+    before = stream.reader.chunks_decoded
+    stream.read_window(stream.windows[i])
+    decoded = stream.reader.chunks_decoded - before
+    dense = [k for k in listed if k[0] not in ("profiles/count", "profiles/sum")]
+    assert len(dense) <= decoded <= len(listed)
+    assert chunk_plan(stream, [i, i]) == listed                            # the plan lists each chunk once
+    shape, chunks = (10, 50, 32, 48), (4, 50, 16, 16)
+    wrap = box_chunks(shape[:1] + shape[2:], chunks[:1] + chunks[2:], slice(0, 1), slice(0, 16), np.r_[40:48, 0:8])
+    assert sorted(wrap) == [(0, 0, 0), (0, 0, 2)]
+    assert box_chunks(shape, chunks, slice(3, 5), slice(16, 32), slice(0, 16)) == [(0, 0, 1, 0), (1, 0, 1, 0)]
 
 
 def test_bench_quick_writes_the_report(tmp_path):
     out = tmp_path / "results.json"
-    run = subprocess.run([sys.executable, "-m", "cube.cli", "bench", "--quick", "--out", str(out)], cwd=REPO,
+    run = subprocess.run([sys.executable, "-m", "depthcube", "bench", "--quick", "--out", str(out)], cwd=REPO,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "samples/s" in run.stdout and "ratios" in run.stdout

@@ -9,7 +9,8 @@ import zarr
 
 from _ncfixtures import ostia_name, write_en4, write_glorys, write_ostia
 from cube.build import build
-from cube.config import CubeConfig, load_config
+from cube.config import CubeConfig
+from cube.spec import load_config
 from cube.constants import GLORYS_DEPTHS
 
 REGION = (40.0, 41.6, -20.0, -18.4)        # 16 x 16 cells at 0.1 deg

@@ -9,13 +9,13 @@ import sys
 import pandas as pd
 import pytest
 
-from cube.cli import main
+from depthcube.cli import main
 
 DEMO_OPTIONS = ("--preset", "--region", "--start", "--end", "--seed", "--glorys-monthly", "--quiet")
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cube.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "depthcube", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_demo_help_documents_every_option():

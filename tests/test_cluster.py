@@ -9,7 +9,7 @@ import pytest
 import yaml
 import zarr
 
-from cube.cli import main
+from depthcube.cli import main
 
 ARRAYS = ("ostia/analysed_sst", "glorys/thetao", "profiles/count", "profiles/sum", "profiles/n_obs",
           "static/ocean_mask", "static/bottom_level", "patches/obs_count", "patches/split", "ostia/time",

@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from _cubes import make_analytic_cube
-from cube.config import CubeConfig, load_config, load_cube_config, to_dict
+from cube.config import CubeConfig, load_cube_config
+from cube.spec import load_config, to_dict
 from cube.errors import ConfigError
 from loaders.config import DatasetConfig, load_dataset_config
 from loaders.stream import CubeStream
@@ -141,7 +142,7 @@ def test_the_shipped_configs_load():
 
 def test_command_line_prints_the_key_path_on_one_line(tmp_path):
     (tmp_path / "cube.yaml").write_text("patches: {tile_size: 128}\nchunks: {spatial: 48}\n")
-    out = subprocess.run([sys.executable, "-m", "cube.cli", "build", str(tmp_path / "cube.yaml")],
+    out = subprocess.run([sys.executable, "-m", "depthcube", "build", str(tmp_path / "cube.yaml")],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines() == [

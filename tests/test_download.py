@@ -21,7 +21,7 @@ import netCDF4
 import numpy as np
 import pytest
 
-from cube.cli import main
+from depthcube.cli import main
 from cube.constants import GLORYS_DEPTHS
 from cube.download import DownloadError, download, dry_run, load_request
 from cube.download import en4 as en4_source

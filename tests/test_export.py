@@ -15,7 +15,7 @@ import xarray as xr
 import zarr
 
 from _cubes import DAYS, GRID, SNAPSHOTS, TILE, make_analytic_cube, ocean_and_bottom, sst_k, thetao_c
-from cube.cli import main
+from depthcube.cli import main
 from cube.constants import GLORYS_DEPTHS
 from cube.open import open_cube
 from loaders.config import DatasetConfig

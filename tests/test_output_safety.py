@@ -26,7 +26,7 @@ from _ncfixtures import copy_netcdf, write_glorys
 from conftest import tiny_cube_config
 from test_bad_inputs import CASES, assert_same_cube, demo_copy, ostia
 from cube.build import build
-from cube.cli import main
+from depthcube.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,7 @@ def write_config(demo: Path, out: Path, name: str = "cube.yaml", **extra) -> Pat
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "cube.cli", *args], capture_output=True, text=True, timeout=300,
+    return subprocess.run([sys.executable, "-m", "depthcube", *args], capture_output=True, text=True, timeout=300,
                           cwd=cwd, env=env)
 
 

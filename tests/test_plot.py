@@ -14,7 +14,7 @@ from matplotlib.image import imread
 from matplotlib.patches import Rectangle
 
 from _cubes import PROFILE_OBS, TILE, make_analytic_cube
-from cube.cli import main
+from depthcube.cli import main
 from loaders.plot import SPLIT_COLOURS, degree_axes, plot_overview, plot_sample, temperature_style
 
 # REFERENCE.md 7, copied here so the test does not read the code's own constants.

@@ -257,7 +257,7 @@ def test_fit_logs_validates_and_writes_the_png(cube, tmp_path):
 
 def test_cli_registers_train_and_bench_without_importing_torch():
     code = ("import sys, train.cli; assert 'torch' not in sys.modules, 'torch imported';"
-            "from cube.cli import make_parser; p = make_parser();"
+            "from depthcube.cli import make_parser; p = make_parser();"
             "a = p.parse_args(['train', 'configs/train.yaml', '--max-steps', '2']); assert a.max_steps == 2;"
             "b = p.parse_args(['bench', '--quick']); assert b.quick; assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cube.cli import main
+from depthcube.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 SUMMARY_HEADER = re.compile(r"^cube \S+$", re.MULTILINE)  # first line of cube.open.describe
@@ -42,7 +42,7 @@ def test_local_cluster_build_without_a_terminal(tiny_demo, tmp_path):
     """Output piped (not a TTY): the dashboard link first, one line per phase, no distributed INFO
     lines, and the summary once."""
     cfg = _config(tiny_demo, tmp_path / "cube.zarr", tmp_path / "cube.yaml")
-    run = subprocess.run([sys.executable, "-m", "cube.cli", "build", cfg, "--local-cluster", "1"],
+    run = subprocess.run([sys.executable, "-m", "depthcube", "build", cfg, "--local-cluster", "1"],
                          capture_output=True, text=True, env=_env(), timeout=240)
     assert run.returncode == 0, run.stderr
     err = run.stderr
@@ -115,7 +115,7 @@ def _run_in_terminal(argv: list[str], timeout: float = 240) -> str:
 
 def test_on_a_terminal_the_bar_is_drawn_and_no_log_line_breaks_into_it(tiny_demo, tmp_path):
     cfg = _config(tiny_demo, tmp_path / "cube.zarr", tmp_path / "cube.yaml")
-    out = _run_in_terminal([sys.executable, "-m", "cube.cli", "build", cfg, "--local-cluster", "1"])
+    out = _run_in_terminal([sys.executable, "-m", "depthcube", "build", cfg, "--local-cluster", "1"])
     assert "INFO" not in out and "distributed." not in out, out
     assert "build: read+regrid: 100%" in out and "build: rasterise profiles: 100%" in out and "7/7" in out, out
     assert not PHASE_LINE.search(out.replace("\r\n", "\n"))  # the bar, not the log line

@@ -1,8 +1,9 @@
-"""Training config (configs/train.yaml): frozen dataclasses loaded with :func:`cube.config.load_config`,
+"""Training config (configs/train.yaml): frozen dataclasses loaded with :func:`cube.spec.load_config`,
 so unknown keys and wrong types are rejected with their key path (``train.yaml: loss.mode: ...``).
 
-Relative paths (cube, dataset config, run folder) resolve like ``configs/cube.yaml``: against the
-repository root when the file lives in ``configs/``, else against the file's folder.
+Relative paths (cube, dataset config, run folder) resolve by the one rule of :mod:`cube.spec`, as
+for ``configs/cube.yaml``: against the repository root when the file lives in ``configs/``, else
+against the file's folder.
 """
 
 from __future__ import annotations
@@ -12,12 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from cube.config import load_config
-
-
-def _check(cond: bool, message: str) -> None:
-    if not cond:
-        raise ValueError(message)
+from cube.spec import check, config_base, load_config, resolve_path
 
 
 @dataclass(frozen=True)
@@ -47,10 +43,10 @@ class LoaderConfig:
     cache_mb: int = 256
 
     def __post_init__(self):
-        _check(self.batch_size >= 1 and self.val_batch_size >= 1, "batch_size/val_batch_size: must be >= 1")
-        _check(self.num_workers >= 0 and self.val_num_workers >= 0, "num_workers/val_num_workers: must be >= 0")
-        _check(self.prefetch_factor >= 1, f"prefetch_factor: must be >= 1, got {self.prefetch_factor}")
-        _check(self.cache_mb >= 1, f"cache_mb: must be >= 1, got {self.cache_mb}")
+        check(self.batch_size >= 1 and self.val_batch_size >= 1, "batch_size/val_batch_size: must be >= 1")
+        check(self.num_workers >= 0 and self.val_num_workers >= 0, "num_workers/val_num_workers: must be >= 0")
+        check(self.prefetch_factor >= 1, f"prefetch_factor: must be >= 1, got {self.prefetch_factor}")
+        check(self.cache_mb >= 1, f"cache_mb: must be >= 1, got {self.cache_mb}")
 
 
 @dataclass(frozen=True)
@@ -67,11 +63,11 @@ class ModelConfig:
     sample_steps: int = 10
 
     def __post_init__(self):
-        _check(self.base_channels >= 1, f"base_channels: must be >= 1, got {self.base_channels}")
-        _check(1 <= self.levels <= 6, f"levels: must be in 1..6, got {self.levels}")
-        _check(self.embed_dim >= 2, f"embed_dim: must be >= 2, got {self.embed_dim}")
-        _check(self.diffusion_steps >= 2, f"diffusion_steps: must be >= 2, got {self.diffusion_steps}")
-        _check(1 <= self.sample_steps <= self.diffusion_steps,
+        check(self.base_channels >= 1, f"base_channels: must be >= 1, got {self.base_channels}")
+        check(1 <= self.levels <= 6, f"levels: must be in 1..6, got {self.levels}")
+        check(self.embed_dim >= 2, f"embed_dim: must be >= 2, got {self.embed_dim}")
+        check(self.diffusion_steps >= 2, f"diffusion_steps: must be >= 2, got {self.diffusion_steps}")
+        check(1 <= self.sample_steps <= self.diffusion_steps,
                f"sample_steps: must be in 1..diffusion_steps ({self.diffusion_steps}), got {self.sample_steps}")
 
 
@@ -88,8 +84,8 @@ class LossConfig:
     min_kept_observed_pixels: int = 4
 
     def __post_init__(self):
-        _check(0.0 <= self.further_drop_prob <= 1.0, f"further_drop_prob: must be in [0, 1], got {self.further_drop_prob}")
-        _check(self.min_kept_observed_pixels >= 0, f"min_kept_observed_pixels: must be >= 0, got {self.min_kept_observed_pixels}")
+        check(0.0 <= self.further_drop_prob <= 1.0, f"further_drop_prob: must be in [0, 1], got {self.further_drop_prob}")
+        check(self.min_kept_observed_pixels >= 0, f"min_kept_observed_pixels: must be >= 0, got {self.min_kept_observed_pixels}")
 
 
 @dataclass(frozen=True)
@@ -99,9 +95,9 @@ class OptimConfig:
     grad_clip: float | None = 1.0
 
     def __post_init__(self):
-        _check(self.lr > 0, f"lr: must be > 0, got {self.lr}")
-        _check(self.weight_decay >= 0, f"weight_decay: must be >= 0, got {self.weight_decay}")
-        _check(self.grad_clip is None or self.grad_clip > 0, f"grad_clip: must be > 0 or null, got {self.grad_clip}")
+        check(self.lr > 0, f"lr: must be > 0, got {self.lr}")
+        check(self.weight_decay >= 0, f"weight_decay: must be >= 0, got {self.weight_decay}")
+        check(self.grad_clip is None or self.grad_clip > 0, f"grad_clip: must be > 0 or null, got {self.grad_clip}")
 
 
 @dataclass(frozen=True)
@@ -123,12 +119,12 @@ class RunConfig:
     threads: int | None = None
 
     def __post_init__(self):
-        _check(self.max_steps >= 1, f"max_steps: must be >= 1, got {self.max_steps}")
+        check(self.max_steps >= 1, f"max_steps: must be >= 1, got {self.max_steps}")
         for name in ("log_every", "val_every", "checkpoint_every", "val_batches"):
-            _check(getattr(self, name) >= 1, f"{name}: must be >= 1, got {getattr(self, name)}")
-        _check(self.seed >= 0, f"seed: must be >= 0, got {self.seed}")
-        _check(self.plot_level >= 0, f"plot_level: must be >= 0, got {self.plot_level}")
-        _check(self.threads is None or self.threads >= 1, f"threads: must be >= 1 or null, got {self.threads}")
+            check(getattr(self, name) >= 1, f"{name}: must be >= 1, got {getattr(self, name)}")
+        check(self.seed >= 0, f"seed: must be >= 0, got {self.seed}")
+        check(self.plot_level >= 0, f"plot_level: must be >= 0, got {self.plot_level}")
+        check(self.threads is None or self.threads >= 1, f"threads: must be >= 1 or null, got {self.threads}")
 
 
 @dataclass(frozen=True)
@@ -146,17 +142,13 @@ def load_train_config(source: str | Path | dict, base: str | Path | None = None)
     (default: the repo root for a file in ``configs/``, else the file's folder, else the cwd)."""
     cfg = load_config(source, TrainConfig)
     if base is None:
-        base = Path.cwd()
-        if not isinstance(source, dict):
-            base = Path(source).resolve().parent
-            base = base.parent if base.name == "configs" else base
+        base = Path.cwd() if isinstance(source, dict) else config_base(source)
     return resolve_paths(cfg, Path(base))
 
 
 def resolve_paths(cfg: TrainConfig, base: Path) -> TrainConfig:
     """``cfg`` with its relative local paths made absolute against ``base`` (URLs untouched)."""
-    def fix(p: str) -> str:
-        return p if "://" in p or Path(p).is_absolute() else str(base / p)
-
-    data = dataclasses.replace(cfg.data, cube=fix(cfg.data.cube), dataset_config=fix(cfg.data.dataset_config))
-    return dataclasses.replace(cfg, data=data, run=dataclasses.replace(cfg.run, out_dir=fix(cfg.run.out_dir)))
+    data = dataclasses.replace(cfg.data, cube=resolve_path(cfg.data.cube, base),
+                               dataset_config=resolve_path(cfg.data.dataset_config, base))
+    run = dataclasses.replace(cfg.run, out_dir=resolve_path(cfg.run.out_dir, base))
+    return dataclasses.replace(cfg, data=data, run=run)

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cube.config import to_dict
+from cube.spec import to_dict
 from cube.constants import PLOT_CMAP, PLOT_TEMP_MAX_C, PLOT_TEMP_MIN_C, denormalise_to_celsius
 
 from .config import TrainConfig

@@ -1,7 +1,7 @@
 """What ``depthcube download`` fetches: a typed request validated once, at the edge.
 
 ``load_request(mapping)`` builds a :class:`DownloadRequest` through the project's config loader
-(:func:`cube.config.load_config`), so an unknown key, a wrong type or an impossible value is one
+(:func:`cube.spec.load_config`), so an unknown key, a wrong type or an impossible value is one
 ``ConfigError`` naming the key (``download: region: need -90 <= lat_min < lat_max <= 90 ...``).
 """
 
@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 
-from cube.config import load_config
+from cube.spec import load_config
 
 Product = Literal["ostia", "glorys", "en4", "argo"]
 PRODUCTS: tuple[str, ...] = ("ostia", "glorys", "en4", "argo")

@@ -13,7 +13,8 @@
   ``BatchGenerator`` of the cube opened with ``xr.open_datatree(..., chunks={})`` (dask), with a
   transform that computes the same window means; used through a torch DataLoader.
 * **The limit** (:func:`chunk_plan`, :func:`decode_chunks`): the Zarr chunks the CubeStream reads
-  for the same windows, each decoded once with zarr-python, no assembly.
+  for the same windows (its public :meth:`~loaders.stream.CubeStream.window_chunks`), each
+  decoded once with zarr-python, no assembly.
 
 :func:`python_loop_rasterise` is the per-profile Python loop the vectorised rasteriser is compared
 with (same half-open cell rule, so the results must agree exactly).
@@ -395,9 +396,33 @@ def xbatcher_dataset(cube: str, window: int, tile: int, step: int | None = None,
     overlap = tile - (step or tile)
     gen = xbatcher.BatchGenerator(ds, input_dims={"time": window, "lat": tile, "lon": tile},
                                   input_overlap={"time": window - 1, "lat": overlap, "lon": overlap})
-    index = {(s[0]["time"].start, s[0]["lat"].start, s[0]["lon"].start): k
-             for k, s in gen._batch_selectors.selectors.items()}
-    return MapDataset(gen, transform=WindowTransform(target_bands)), index
+    return MapDataset(gen, transform=WindowTransform(target_bands)), _BatchIndex(gen, ds, tile, step or tile)
+
+
+class _BatchIndex:
+    """``index[(day0, row0, col0)]``: the BatchGenerator item of the window starting there.
+
+    xbatcher documents its batches as every ``input_dims`` window in C order over the dims
+    (time, lat, lon), starts ``0, stride, 2*stride...`` while the window fits; that gives the
+    item number. Each lookup checks it through the public ``gen[k]`` (its first time, lat and
+    lon coordinates), so an xbatcher that orders batches differently fails loudly, not silently.
+    """
+
+    def __init__(self, gen, ds, tile: int, step: int):
+        self.gen, self.step = gen, step
+        self.n_lat = (ds.sizes["lat"] - tile) // step + 1
+        self.n_lon = (ds.sizes["lon"] - tile) // step + 1
+        self.coords = {d: ds[d].values for d in ("time", "lat", "lon")}
+
+    def __getitem__(self, start: tuple[int, int, int]) -> int:
+        day0, row0, col0 = start
+        if row0 % self.step or col0 % self.step:
+            raise KeyError(f"no xbatcher window starts at rows {row0}, cols {col0} (stride {self.step})")
+        k = (day0 * self.n_lat + row0 // self.step) * self.n_lon + col0 // self.step
+        got = self.gen[k]
+        if any(got[d].values[0] != self.coords[d][i] for d, i in (("time", day0), ("lat", row0), ("lon", col0))):
+            raise KeyError(f"xbatcher item {k} does not start at (day {day0}, row {row0}, col {col0})")
+        return k
 
 
 class WindowTransform:
@@ -437,37 +462,12 @@ def window_transform(batch, lo: int = 0, hi: int = 50) -> np.ndarray:
 # The limit: bare decode of the chunks the stream reads
 
 
-def _chunk_keys(path: str, arr, time: slice | None, rows: slice, cols) -> list[tuple]:
-    cols = np.arange(cols.start, cols.stop) if isinstance(cols, slice) else np.asarray(cols)
-    ch = arr.chunks
-    lead = [range(time.start // ch[0], (time.stop - 1) // ch[0] + 1)] if time is not None else []
-    mid = [range(0, -(-arr.shape[d] // ch[d])) for d in range(len(lead), arr.ndim - 2)]
-    spatial = [range(rows.start // ch[-2], (rows.stop - 1) // ch[-2] + 1), np.unique(cols // ch[-1])]
-    grids = np.meshgrid(*[np.asarray(list(r)) for r in lead + mid + spatial], indexing="ij")
-    return [(path,) + tuple(int(v) for v in k) for k in zip(*(g.ravel() for g in grids))]
-
-
-def chunk_plan(stream, indices) -> list[tuple]:
-    """Unique ``(array path, *chunk index)`` the stream reads for ``indices``, in first-use order.
-
-    Mirrors ``CubeStream.read_window``: OSTIA over the window days (ostia eo), the GLORYS snapshots
-    nearest to those days, profile counts and sums over the window days (argo x).
-    """
-    from loaders.sample import nearest_snapshots
-
-    r, cfg = stream.reader, stream.config
+def chunk_plan(stream, indices) -> list[tuple[str, tuple[int, ...]]]:
+    """Unique ``(array path, chunk index)`` that ``stream`` reads for the windows ``indices``, in
+    first-use order (:meth:`loaders.stream.CubeStream.window_chunks` of each window)."""
     plan: dict[tuple, None] = {}
     for i in indices:
-        w = stream.windows[int(i)]
-        keys = []
-        if cfg.eo.source == "ostia":
-            keys += _chunk_keys("ostia/analysed_sst", r.root["ostia/analysed_sst"], w.time, w.rows, w.cols)
-        for s in np.unique(nearest_snapshots(r.days[w.time], r.glorys_times)):
-            keys += _chunk_keys("glorys/thetao", r.root["glorys/thetao"], slice(int(s), int(s) + 1), w.rows, w.cols)
-        if cfg.x.source == "argo":
-            for p in ("profiles/count", "profiles/sum"):
-                keys += _chunk_keys(p, r.root[p], w.time, w.rows, w.cols)
-        plan.update(dict.fromkeys(keys))
+        plan.update(dict.fromkeys(stream.window_chunks(int(i))))
     return list(plan)
 
 
@@ -477,7 +477,7 @@ def decode_chunks(cube: str, plan: list[tuple]) -> int:
 
     root = zarr.open_group(str(cube), mode="r", zarr_format=3, use_consolidated=True)
     arrays, total = {}, 0
-    for path, *cidx in plan:
+    for path, cidx in plan:
         arr = arrays.get(path) or arrays.setdefault(path, root[path])
         sel = tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(cidx, arr.chunks, arr.shape))
         total += arr[sel].nbytes

@@ -5,7 +5,7 @@ Loaders measured (all with the same dataset preset, the same windows in the same
 same batch size):
 
 * ``depthcube_w{0,2}``: ``CubeStream`` (split ``all``) through a torch DataLoader, 0 and 2 workers;
-* ``peer1_reference_w{0,2}``: :class:`train.peers.ReferenceRawDataset` on the raw demo files;
+* ``peer1_reference_w{0,2}``: :class:`bench.peers.ReferenceRawDataset` on the raw demo files;
 * ``peer2_xbatcher_w{0,2}``: xbatcher's torch ``MapDataset`` over the dask-opened cube;
 * ``limit``: a bare zarr decode of the chunks those windows need, each once.
 
