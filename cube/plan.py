@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import readers
-from .config import CubeConfig, to_dict
+from .config import CubeConfig
+from .spec import to_dict
 from .errors import ConfigError, InputError
 from .grid import CubeGrid
 from .inputs import PRODUCTS, InputFile

@@ -27,7 +27,7 @@ from cube.errors import DepthcubeError
 
 #: The optional top-level modules each extra of pyproject.toml installs (tests check the two agree).
 EXTRA_MODULES = {"train": ("torch", "torchdata", "lightning", "tensorboard"), "export": ("rasterio", "torch"),
-                 "s3": ("s3fs",), "bench": ("pyinterp", "psutil", "torch"), "download": ("copernicusmarine", "argopy")}
+                 "s3": ("s3fs",), "bench": ("pyinterp", "psutil", "torch"), "download": ("copernicusmarine",)}
 
 
 class _Parser(argparse.ArgumentParser):
