@@ -12,6 +12,7 @@ from typing import Literal
 
 from cube.errors import ConfigError
 from cube.spec import check, load_config, read_yaml
+from cube.tiling import odd_window
 
 from .corruption import CorruptionSpec
 from .eo import EODegradation
@@ -67,7 +68,7 @@ class DatasetConfig:
     @property
     def window(self) -> int:
         """Odd window length: an even ``window_days`` is incremented by one (REFERENCE.md 3.1)."""
-        return self.window_days + 1 - self.window_days % 2
+        return odd_window(self.window_days)
 
 
 def load_dataset_config(path: str | Path = "configs/dataset.yaml", preset: str | None = None) -> DatasetConfig:

@@ -8,6 +8,7 @@ file (e.g. a real sample) with variables dropped or edited, optionally into anot
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -249,3 +250,22 @@ def write_argo_profiles(path, profiles: list[dict], *, wmo: str = "6901234", cyc
                 text(f"{name}{suffix}_QC", ("N_PROF", "N_LEVELS"), flags.astype("S1"),
                      conventions="Argo reference table 2")
     return Path(path)
+
+
+# -- editing a copy of the demo products ------------------------------------------------------
+
+def demo_copy(tiny_demo: Path, folder: Path) -> Path:
+    shutil.copytree(tiny_demo, folder)
+    return folder
+
+
+def ostia(demo: Path, day: str, version: str = "fv02.0") -> Path:
+    return demo / "ostia" / ostia_name(day).replace("fv02.0", version)
+
+
+def edit(src: Path, dst: Path, **changes: Callable[[np.ndarray], np.ndarray]) -> Path:
+    """Copy ``src`` to ``dst`` (raw values) passing the named variables through their functions."""
+    tmp = dst.with_suffix(".tmp")
+    copy_netcdf(src, tmp, edit=lambda name, data: changes[name](data) if name in changes else data)
+    tmp.replace(dst)
+    return dst

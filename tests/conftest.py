@@ -54,10 +54,9 @@ def tiny_cube(tiny_demo, tmp_path_factory) -> Path:
     return Path(cfg.output)
 
 
-def tiny_cube_config(demo: Path, output: Path, **overrides):
-    from cube.config import CubeConfig
-    from cube.spec import load_config
-
+def tiny_config_data(demo: Path, output: Path, **overrides) -> dict:
+    """The tiny-demo cube config as a mapping: 4-day chunks, 16-cell tiles, no progress bar.
+    ``section=value`` replaces a section, ``section__key=value`` sets one key in it."""
     data = {
         "output": str(output),
         "inputs": {"ostia": [f"{demo}/ostia/*.nc"], "glorys": [f"{demo}/glorys/*.nc"], "en4": [f"{demo}/en4/*.nc"]},
@@ -71,4 +70,20 @@ def tiny_cube_config(demo: Path, output: Path, **overrides):
             data.setdefault(section, {})[name] = value
         else:
             data[section] = value
-    return load_config(data, CubeConfig)
+    return data
+
+
+def tiny_cube_config(demo: Path, output: Path, **overrides):
+    from cube.config import CubeConfig
+    from cube.spec import load_config
+
+    return load_config(tiny_config_data(demo, output, **overrides), CubeConfig)
+
+
+def write_tiny_config(demo: Path, output: Path, name: str = "cube.yaml", **overrides) -> Path:
+    """:func:`tiny_config_data` written as ``demo/name`` (for the command line)."""
+    import yaml
+
+    path = demo / name
+    path.write_text(yaml.safe_dump(tiny_config_data(demo, output, **overrides)))
+    return path

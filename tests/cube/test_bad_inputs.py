@@ -20,11 +20,10 @@ from typing import Callable
 import netCDF4
 import numpy as np
 import pytest
-import yaml
 import zarr
 
-from _ncfixtures import copy_netcdf, ostia_name, write_glorys
-from conftest import tiny_cube_config
+from _ncfixtures import copy_netcdf, demo_copy, edit, ostia, ostia_name, write_glorys
+from conftest import tiny_cube_config, write_tiny_config
 from cube.build import build
 from cube.errors import InputError
 from cube.layout import decode_attrs
@@ -37,10 +36,6 @@ EN4_NAME = "EN.4.2.2.f.profiles.g10.{}.nc"
 # --------------------------------------------------------------------------------------------
 # Making bad files from good ones
 # --------------------------------------------------------------------------------------------
-
-
-def ostia(demo: Path, day: str, version: str = "fv02.0") -> Path:
-    return demo / "ostia" / ostia_name(day).replace("fv02.0", version)
 
 
 def glorys(demo: Path, day: str = "20100127", run: str | None = None) -> Path:
@@ -56,14 +51,6 @@ def set_attrs(path: Path, var: str, **attrs) -> Path:
     with netCDF4.Dataset(path, "a") as ds:
         ds[var].setncatts(attrs)
     return path
-
-
-def edit(src: Path, dst: Path, **changes: Callable[[np.ndarray], np.ndarray]) -> Path:
-    """Copy ``src`` to ``dst`` (raw values) passing the named variables through their functions."""
-    tmp = dst.with_suffix(".tmp")
-    copy_netcdf(src, tmp, edit=lambda name, data: changes[name](data) if name in changes else data)
-    tmp.replace(dst)
-    return dst
 
 
 def shift_ostia_day(demo: Path, src_day: str, new_day: str) -> Path:
@@ -383,11 +370,6 @@ def assert_same_cube(got: Path, expected: Path, atol: float = 0.0):
             np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
-def demo_copy(tiny_demo: Path, folder: Path) -> Path:
-    shutil.copytree(tiny_demo, folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def clean(tiny_demo, tmp_path_factory):
     """The clean demo cube and its build report."""
@@ -494,15 +476,6 @@ def test_strict_fails_before_writing_anything_for_a_file_the_scan_can_judge(name
     assert not (tmp_path / "cube.zarr").exists() and not (tmp_path / "cube.zarr.partial").exists()
 
 
-def _cli_config(demo: Path, out: Path) -> Path:
-    path = demo / "cube.yaml"
-    path.write_text(yaml.safe_dump({
-        "output": str(out),
-        "inputs": {"ostia": [f"{demo}/ostia/*.nc"], "glorys": [f"{demo}/glorys/*.nc"], "en4": [f"{demo}/en4/*.nc"]},
-        "chunks": {"days": 4}, "patches": {"tile_size": 16}, "compute": {"progress": False}}))
-    return path
-
-
 @pytest.mark.parametrize("names", [
     ("zero-byte", "ostia-degC-values-labelled-K", "en4-QC-rejects-everything"),   # found by the scan first
     ("ostia-degC-values-labelled-K",),                                             # found by a build task
@@ -510,7 +483,7 @@ def _cli_config(demo: Path, out: Path) -> Path:
 def test_command_line_prints_one_line_per_reject_and_strict_one_error_line(names, tiny_demo, tmp_path):
     demo = demo_copy(tiny_demo, tmp_path / "demo")
     bad = {name: CASES[name].make(demo) for name in names}
-    config = _cli_config(demo, tmp_path / "cube.zarr")
+    config = write_tiny_config(demo, tmp_path / "cube.zarr")
     run = lambda *args: subprocess.run([sys.executable, "-m", "depthcube", "build", str(config), "-q", *args],  # noqa: E731
                                        capture_output=True, text=True, timeout=300)
     strict = run("--strict")

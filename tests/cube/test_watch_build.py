@@ -21,7 +21,7 @@ import yaml
 
 from depthcube.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SUMMARY_HEADER = re.compile(r"^cube \S+$", re.MULTILINE)  # first line of cube.open.describe
 PHASE_LINE = re.compile(r"^build: (read\+regrid|rasterise profiles): (\d+)/(\d+) tasks in [\d.]+ s$", re.MULTILINE)
 

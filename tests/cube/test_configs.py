@@ -22,7 +22,7 @@ from cube.errors import ConfigError
 from loaders.config import DatasetConfig, load_dataset_config
 from loaders.stream import CubeStream
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def error(data: dict, cls=CubeConfig) -> str:

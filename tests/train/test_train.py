@@ -23,7 +23,7 @@ from train.data import DataModule, to_device
 from train.model import (Baseline, build_condition, coord_features, date_features, further_mask, loss_terms,
                          masked_mse)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from bench.peers import (RawWindow, ReferenceRawDataset, align_profile, chunk_pl
 from bench.suite import LOADER_KEYS
 from loaders.stream import box_chunks
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from _cubes import make_analytic_cube
 from loaders import CubeStream, StreamLoader, load_dataset_config
 from loaders.config import DatasetConfig, XConfig
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "dataset.yaml"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "dataset.yaml"
 PRESETS = ("eo_4band_tracks", "ostia_tracks", "argo_real", "argo_synthetic_500")
 pytestmark = pytest.mark.filterwarnings("ignore:'set_vital' is deprecated")
 

@@ -26,7 +26,7 @@ from cube.build import build
 from cube.config import load_cube_config
 from cube.store import BuildLock, BuildLockedError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 SLOW_BUILD = r"""
 import sys, time

@@ -10,7 +10,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "explore_cube.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "explore_cube.ipynb"
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 #: Child prologue: a sys.meta_path finder that makes ``BLOCKED`` (and their submodules) unimportable,
 #: as in an environment where they are not installed.

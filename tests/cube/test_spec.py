@@ -20,7 +20,7 @@ from cube.spec import config_base, from_dict, load_config, resolve_path, to_dict
 from loaders.config import DatasetConfig, load_dataset_config
 from train.config import TrainConfig, load_train_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ROOTS = (CubeConfig, DatasetConfig, TrainConfig)
 
 

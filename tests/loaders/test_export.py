@@ -257,7 +257,7 @@ def test_shuffled_export_processes_blocks_in_shuffled_order(cube, tmp_path):
 
 
 def test_export_cli(cube, tmp_path, capsys):
-    yaml = Path(__file__).resolve().parents[1] / "configs" / "dataset.yaml"
+    yaml = Path(__file__).resolve().parents[2] / "configs" / "dataset.yaml"
     rc = main(["export", "geotiff", cube, str(tmp_path), "--config", str(yaml), "--preset", "argo_real",
                "--limit", "4", "--shuffle-block-size", "2", "--shuffle-seed", "1", "-q"])
     assert rc == 0
@@ -367,10 +367,10 @@ def test_a_rejected_ostia_day_names_no_source_file(tiny_demo, tmp_path):
     """An all-NaN OSTIA file is a reject (the day stays NaN): the manifest must not name it."""
     from conftest import tiny_cube_config
     from cube.build import build
-    from test_bad_inputs import _ostia_all_missing, demo_copy
+    from _ncfixtures import demo_copy, edit, ostia
 
     demo = demo_copy(tiny_demo, tmp_path / "demo")
-    bad = _ostia_all_missing(demo)
+    bad = edit(ostia(demo, "20100131"), ostia(demo, "20100131"), analysed_sst=lambda v: np.full_like(v, -32768))
     cube = tmp_path / "cube.zarr"
     report = build(tiny_cube_config(demo, cube), progress=False)
     assert [(r["file"], r["reason"]) for r in report.rejects] == [(str(bad), "no_valid_data")]

@@ -20,7 +20,7 @@ from loaders.plot import SPLIT_COLOURS, degree_axes, plot_overview, plot_sample,
 # REFERENCE.md 7, copied here so the test does not read the code's own constants.
 REF_MIN_C, REF_MAX_C = -10.740821939496481, 43.92616549843217
 Y_MEAN_K, Y_STD_K = 289.74267177946783, 10.933397487585731
-DATASET_YAML = Path(__file__).resolve().parents[1] / "configs" / "dataset.yaml"
+DATASET_YAML = Path(__file__).resolve().parents[2] / "configs" / "dataset.yaml"
 
 
 @pytest.fixture(scope="module")

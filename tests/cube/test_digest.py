@@ -7,7 +7,7 @@ demo products are byte-identical for one seed, so the digest is independent of t
 
 A change that is *meant* to change the cube or the samples (a new codec changes no values; a new
 variable or a contract bump does) regenerates it on purpose and says so in its commit:
-``DEPTHCUBE_WRITE_DIGEST=1 .venv/bin/python -m pytest tests/test_digest.py``.
+``DEPTHCUBE_WRITE_DIGEST=1 .venv/bin/python -m pytest tests/cube/test_digest.py``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import zarr
 
 from loaders import CubeStream, load_dataset_config
 
-DIGEST = Path(__file__).resolve().parent / "data" / "tiny_demo_digest.json"
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "dataset.yaml"
+DIGEST = Path(__file__).resolve().parents[1] / "data" / "tiny_demo_digest.json"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "dataset.yaml"
 PRESETS = ("eo_4band_tracks", "ostia_tracks", "argo_real", "argo_synthetic_500")
 SAMPLES_PER_PRESET = 6
 

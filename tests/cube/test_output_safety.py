@@ -19,26 +19,15 @@ from pathlib import Path
 import netCDF4
 import numpy as np
 import pytest
-import yaml
 import zarr
 
 from _ncfixtures import copy_netcdf, write_glorys
-from conftest import tiny_cube_config
+from conftest import tiny_cube_config, write_tiny_config as write_config
 from test_bad_inputs import CASES, assert_same_cube, demo_copy, ostia
 from cube.build import build
 from depthcube.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def write_config(demo: Path, out: Path, name: str = "cube.yaml", **extra) -> Path:
-    path = demo / name
-    data = {"output": str(out),
-            "inputs": {"ostia": [f"{demo}/ostia/*.nc"], "glorys": [f"{demo}/glorys/*.nc"], "en4": [f"{demo}/en4/*.nc"]},
-            "chunks": {"days": 4}, "patches": {"tile_size": 16}, "compute": {"progress": False}}
-    data.update(extra)
-    path.write_text(yaml.safe_dump(data))
-    return path
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

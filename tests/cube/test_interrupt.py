@@ -21,16 +21,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 import zarr
 
 from test_append_readers import add_days
+from conftest import write_tiny_config as write_config
 from test_bad_inputs import CASES, demo_copy
 from cube.build import build
 from cube.layout import decode_attrs
 from cube.config import load_cube_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 CHILD = r"""
 import sys, time
@@ -58,15 +58,6 @@ print(report.status)
 """
 
 DELAY = 0.12
-
-
-def write_config(demo: Path, out: Path) -> Path:
-    path = demo / "cube.yaml"
-    path.write_text(yaml.safe_dump({
-        "output": str(out),
-        "inputs": {"ostia": [f"{demo}/ostia/*.nc"], "glorys": [f"{demo}/glorys/*.nc"], "en4": [f"{demo}/en4/*.nc"]},
-        "chunks": {"days": 4}, "patches": {"tile_size": 16}, "compute": {"progress": False}}))
-    return path
 
 
 def journal_lines(cube: Path) -> int:
