@@ -75,7 +75,7 @@ def dense_target(win: WindowData) -> tuple[np.ndarray, np.ndarray]:
 
 def _dense_target(win: WindowData) -> tuple[np.ndarray, np.ndarray]:
     """As :func:`dense_target`, but values where invalid are left as they are (the hot path zeroes
-    them during the z-score anyway). Always a new array (the caller may z-score it in place).
+    them during the z-score anyway).
 
     One pass with the tile's fixed water column: the weighted sum of the snapshots, accumulated
     snapshot by snapshot (the order :func:`window_mean`'s einsum adds in, so the values are the
@@ -87,12 +87,12 @@ def _dense_target(win: WindowData) -> tuple[np.ndarray, np.ndarray]:
     water = win.water if win.water is not None else water_column(win.ocean, win.bottom_level, win.glorys.shape[1])
     snaps, weights = win.glorys, np.asarray(win.glorys_days, np.float32)
     if len(snaps) == 1:
-        y = snaps[0].astype(np.float32, copy=True)
-        return y, np.isfinite(y) & water
-    y = np.multiply(snaps[0], weights[0], dtype=np.float32)
-    term = np.empty_like(y)
-    for s in range(1, len(snaps)):
-        y += np.multiply(snaps[s], weights[s], out=term)
+        return snaps[0], np.isfinite(snaps[0]) & water
+    with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN sums are masked just below
+        y = np.multiply(snaps[0], weights[0], dtype=np.float32)
+        term = np.empty_like(y)
+        for s in range(1, len(snaps)):
+            y += np.multiply(snaps[s], weights[s], out=term)
     valid = np.isfinite(y)
     partial = np.flatnonzero(water & ~valid)
     y /= np.float32(weights.sum())  # integer day counts: the float32 sum is exact
@@ -108,11 +108,11 @@ def _nan_aware_mean(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray
     snapshot by snapshot like :func:`_dense_target`."""
     num = np.zeros(values.shape[1], np.float32)
     den = np.zeros(values.shape[1], np.float32)
-    for v, w in zip(values, weights):
-        ok = np.isfinite(v)
-        num += np.where(ok, v, np.float32(0)) * w
-        den += ok * w
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for v, w in zip(values, weights):
+            ok = np.isfinite(v)
+            num += np.where(ok, v, np.float32(0)) * w
+            den += ok * w
         mean = (num / den).astype(np.float32)
     return mean, np.isfinite(mean)
 
@@ -172,14 +172,6 @@ def _zscore(t_c: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return z
 
 
-def _zscore_in_place(t_c: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """:func:`_zscore` overwriting ``t_c`` (a float32 array the caller owns), same values to the bit."""
-    t_c += np.float32(CELSIUS_TO_KELVIN - Y_MEAN_K)
-    t_c *= np.float32(1.0 / Y_STD_K)
-    np.copyto(t_c, np.float32(0), where=~valid)
-    return t_c
-
-
 def _sparse_input_zscored(win: WindowData, cfg: DatasetConfig, y_z: np.ndarray, y_valid: np.ndarray, rng):
     """x z-scored over ``cfg.target_bands`` (0 where unobserved) and x_valid_mask: the values of
     :func:`sparse_input`, z-scored only where observed. ``y_z`` is y z-scored over the bands,
@@ -227,7 +219,7 @@ def assemble(win: WindowData, cfg: DatasetConfig, rng: np.random.Generator, *, c
              coords: tuple[float, float], info: dict) -> dict:
     """The sample dict of DESIGN.md section 6 (numpy; the stream turns it into tensors).
 
-    One pass per field: y is z-scored in place in the window-mean buffer of :func:`_dense_target`,
+    One pass per field: y is the window mean of :func:`_dense_target` z-scored over the bands,
     x is z-scored only where observed (a few hundred profile voxels; tracks x is y's z-score where
     the pattern observes it), and invalid values are 0. Every float array is finite by
     construction (invalid and non-finite values are masked), so no finite-check pass follows;
@@ -240,7 +232,7 @@ def assemble(win: WindowData, cfg: DatasetConfig, rng: np.random.Generator, *, c
     eo_valid = np.isfinite(eo_c)
     lo, hi = cfg.target_bands
     y_valid_bands = y_valid[lo:hi]
-    y_z = _zscore_in_place(y_c[lo:hi], y_valid_bands)
+    y_z = _zscore(y_c[lo:hi], y_valid_bands)
     x_z, x_valid = _sparse_input_zscored(win, cfg, y_z, y_valid, rng)
     if not np.isfinite(coords).all():
         raise ValueError(f"coords {tuple(coords)} are not finite")

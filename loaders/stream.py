@@ -38,10 +38,11 @@ its "limit" entry); :func:`box_chunks` is the chunk arithmetic behind it.
 Workers. The stream pickles only small arrays, the cube URL and the epoch tensor; each worker
 opens the store lazily, so fork, forkserver and spawn all work.
 
-Threads. A pass inside a DataLoader worker sets ``torch.set_num_threads(1)`` in that worker: the
-workers are the parallelism, and each one's default pool of one intra-op (OpenMP) thread per core
-makes them fight over the cores (collate, from ~1 ms to 22-31 ms a sample under load with 2
-threads, issue 13). The main process (0 workers) keeps its setting.
+Threads. Each DataLoader worker runs one torch intra-op thread: torch's DataLoader and torchdata's
+StatefulDataLoader set ``torch.set_num_threads(1)`` when a worker starts, and a pass of the stream
+inside a worker (``get_worker_info()`` set) sets it again, so a collate or transform that changed it
+cannot make the workers fight over the cores (issue 13: collate went from ~1 ms to 22-31 ms a
+sample under load with 2 threads). The main process (0 workers) keeps its own setting.
 
 Faults. A window whose sample cannot be built (an unreadable chunk, a non-finite value that
 would reach the model) raises :class:`SampleError` naming the cube, the patch and the centre
