@@ -178,14 +178,16 @@ def _sparse_input_zscored(win: WindowData, cfg: DatasetConfig, y_z: np.ndarray, 
     ``y_valid`` y's validity over all levels (the tracks start on any valid level)."""
     lo, hi = cfg.target_bands
     if cfg.x.source == "argo":
-        count, total = np.ascontiguousarray(win.count[lo:hi]), np.ascontiguousarray(win.total[lo:hi])
+        count, total = win.count[lo:hi], win.total[lo:hi]  # views (north-up: rows reversed)
         valid = count > 0
-        seen = np.flatnonzero(valid)  # a few hundred observed voxels: divide and check only those
-        x_c = np.asarray(total.flat[seen] / count.flat[seen], dtype=np.float32)
+        # A few hundred observed voxels: divide and check only those (flat indices of the new,
+        # contiguous mask, unravelled: faster than nonzero() or .flat on the reversed views).
+        seen = np.unravel_index(np.flatnonzero(valid), valid.shape)
+        x_c = np.asarray(total[seen] / count[seen], dtype=np.float32)
         if not np.isfinite(x_c).all():
             raise ValueError(f"x holds {int((~np.isfinite(x_c)).sum())} non-finite values (profile sums)")
         x = np.zeros(valid.shape, np.float32)
-        x.flat[seen] = _zscore(x_c, np.ones(len(x_c), bool))
+        x[seen] = _zscore(x_c, np.ones(len(x_c), bool))
         return x, valid
     observed = corruption.observed_mask(cfg.x, y_valid.any(axis=0) & win.ocean, rng)
     valid = y_valid[lo:hi] & observed[None]
