@@ -4,6 +4,12 @@ Pure numpy, a function of (window data, config, rng): no file access, no torch. 
 cube orientation (row 0 = south) and leave **north-up** (row 0 = north). Temperatures leave
 z-scored in kelvin; invalid values are 0 and validity is carried by the masks.
 
+One pass per field (:func:`assemble`): y's window mean and validity come from one accumulation
+over the snapshots with the tile's fixed water column (``static/ocean_mask``, ``bottom_level``),
+x is z-scored only where observed, and every float value that leaves is finite by construction
+(a non-finite y is masked; a non-finite profile sum is a ValueError naming x), so the stream runs
+no finite-check pass over the tensors.
+
 Missing surface data (OSTIA days without a file, all-NaN days, cells NaN on some days): ``eo`` is,
 per pixel, the mean over the window days on which that pixel has an OSTIA value, and the sample
 carries ``eo_valid_mask`` (1, H, W) bool (a contract extension of DESIGN.md 6): True where the

@@ -44,8 +44,9 @@ inside a worker (``get_worker_info()`` set) sets it again, so a collate or trans
 cannot make the workers fight over the cores (issue 13: collate went from ~1 ms to 22-31 ms a
 sample under load with 2 threads). The main process (0 workers) keeps its own setting.
 
-Faults. A window whose sample cannot be built (an unreadable chunk, a non-finite value that
-would reach the model) raises :class:`SampleError` naming the cube, the patch and the centre
+Faults. A window whose sample cannot be built (an unreadable chunk, a non-finite profile sum
+that would reach the model: :func:`loaders.sample.assemble` masks or rejects every non-finite
+value, so no separate finite check runs) raises :class:`SampleError` naming the cube, the patch and the centre
 day; with ``on_error='raise'`` (default) it propagates, from a DataLoader worker too (torch
 re-raises it in the training process with the worker's traceback); with ``on_error='skip'`` the
 window is logged and skipped (under DDP a skip makes ranks unequal: keep ``raise`` there).
