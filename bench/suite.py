@@ -12,8 +12,8 @@ same batch size):
 * ``limit``: the chunks the stream decodes for those windows (profile chunks without an
   observation of the window left out, as the stream leaves them out), in its order, each once,
   decoded the fastest way the layout allows, no assembly (:func:`bench.peers.decode_chunks`);
-* ``write_floor``: allocating and filling tensors of one sample's shapes and dtypes, once per
-  window (memory bandwidth). ``depthcube_w0_vs_decode_and_write`` compares depthcube with the
+* ``write_floor``: allocating and filling tensors of the samples' shapes and dtypes, a batch to a
+  tensor as the loaders' batches hold them (memory bandwidth). ``depthcube_w0_vs_decode_and_write`` compares depthcube with the
   two floors added (decode + write seconds per sample).
 
 Threads. The run pins torch (``torch.set_num_threads(1)``), OpenMP and BLAS to one thread per
@@ -315,15 +315,16 @@ def bench_limit(stream, order) -> dict:
             "time_to_first_batch_s": None, "chunks": len(plan), **rss.report()}
 
 
-def bench_write_floor(stream, order) -> dict:
-    """Write floor: allocate and fill one sample's output tensors (its shapes and dtypes) per window."""
+def bench_write_floor(stream, order, batch_size: int) -> dict:
+    """Write floor: allocate and fill the output tensors of the windows' samples (one sample's shapes
+    and dtypes), ``batch_size`` samples to a tensor as the loaders' batches hold them."""
     sample = to_torch(stream.sample(int(order[0])))
     shapes = {k: (tuple(v.shape), v.dtype) for k, v in sample.items() if isinstance(v, torch.Tensor)}
     nbytes = sum(v.nbytes for v in sample.values() if isinstance(v, torch.Tensor))
-    write_floor(shapes, 2)  # warm the allocator
+    write_floor(shapes, batch_size, batch_size)  # warm the allocator
     with RssSampler(children=False) as rss:
-        dt = write_floor(shapes, len(order))
-    return {"what": "allocate and fill tensors of one sample's shapes per window (memory bandwidth)", "workers": 0,
+        dt = write_floor(shapes, len(order), batch_size)
+    return {"what": "allocate and fill batch tensors of the samples' shapes (memory bandwidth)", "workers": 0,
             "samples": len(order), "seconds": dt, "samples_per_s": len(order) / dt,
             "mb_per_s": nbytes * len(order) / dt / 1e6, "time_to_first_batch_s": None, **rss.report()}
 
@@ -345,7 +346,7 @@ def compare_loaders(cube: str, demo: str | None, settings: BenchSettings, datase
     echo("  limit (bare decode of the chunks the stream decodes) ...")
     out["limit"] = bench_limit(stream, order)
     echo("  write floor (allocate and fill the output tensors) ...")
-    out["write_floor"] = bench_write_floor(stream, order)
+    out["write_floor"] = bench_write_floor(stream, order, settings.batch_size)
     return {"windows": len(order), "window_days": cfg.window, "tile": stream.reader.tile, "loaders": out}
 
 

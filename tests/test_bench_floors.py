@@ -51,13 +51,14 @@ def test_the_limit_decodes_the_values_zarr_decodes(tiny_cube):
     assert decode_chunks(str(tiny_cube), plan) == total
 
 
-def test_write_floor_fills_tensors_of_the_given_shapes(monkeypatch):
+def test_write_floor_fills_batch_tensors_of_the_given_shapes(monkeypatch):
     made = []
     real_empty = torch.empty
     monkeypatch.setattr(torch, "empty", lambda *a, **k: made.append(real_empty(*a, **k)) or made[-1])
-    seconds = write_floor({"y": ((3, 4, 5), torch.float32), "m": ((3, 4, 5), torch.bool)}, 2)
-    assert seconds > 0 and [(tuple(t.shape), t.dtype) for t in made] == [((3, 4, 5), torch.float32),
-                                                                          ((3, 4, 5), torch.bool)] * 2
+    seconds = write_floor({"y": ((3, 4, 5), torch.float32), "m": ((3, 4, 5), torch.bool)}, 5, batch_size=2)
+    assert seconds > 0
+    assert [(tuple(t.shape), t.dtype) for t in made] == [((b, 3, 4, 5), dtype) for b in (2, 2, 1)
+                                                         for dtype in (torch.float32, torch.bool)]
     assert all(bool((t == 1).all()) for t in made)
 
 
