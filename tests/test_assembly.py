@@ -9,6 +9,7 @@ window sum of profile sums over the window sum of counts; z = (T_C + 273.15 - 28
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +45,9 @@ def reference(stream: CubeStream, index: int) -> dict:
     ocean = r.ocean_mask[w.rows][:, w.cols][::-1]
     bottom = r.bottom_level[w.rows][:, w.cols][::-1]
     water = ocean[None] & (np.arange(per_day.shape[1])[:, None, None] < bottom[None])
-    with np.errstate(invalid="ignore"):
-        y = np.nanmean(per_day, axis=0) if np.isnan(per_day).any() else per_day.mean(axis=0)
+    with warnings.catch_warnings():  # land columns are all NaN: their mean is NaN, and invalid
+        warnings.simplefilter("ignore", RuntimeWarning)
+        y = np.nanmean(per_day, axis=0)
     y_valid = water & np.isfinite(y)
     out = {"y": np.where(y_valid, z(y), 0.0), "y_valid_mask": y_valid, "y_c": y, "ocean": ocean}
     if stream.config.eo.source == "ostia":
