@@ -11,10 +11,15 @@
   and interpolation stay the reference's (inclusive bbox edges, RGI on pixel centres).
 * **Peer 2, xbatcher** (:func:`xbatcher_dataset`): ``xbatcher.loaders.torch.MapDataset`` over a
   ``BatchGenerator`` of the cube opened with ``xr.open_datatree(..., chunks={})`` (dask), with a
-  transform that computes the same window means; used through a torch DataLoader.
-* **The limit** (:func:`chunk_plan`, :func:`decode_chunks`): the Zarr chunks the CubeStream reads
-  for the same windows (its public :meth:`~loaders.stream.CubeStream.window_chunks`), each
-  decoded once with zarr-python, no assembly.
+  transform that computes the same window means; used through a torch DataLoader. It also runs
+  in its fastest documented form, ``chunks=None`` (no dask: xarray's lazy indexing reads only
+  each window's slice).
+* **The limit** (:func:`sample_plan`, :func:`decode_chunks`): the Zarr chunks the CubeStream
+  decodes for the same windows, in its order, each once (its public
+  :meth:`~loaders.stream.CubeStream.window_chunks`, profile chunks without an observation of the
+  window left out as the stream leaves them out: :func:`needed_chunks`), decoded the fastest way
+  the layout allows, no assembly; and **the write floor** (:func:`write_floor`): allocating and
+  filling tensors of one sample's shapes, the memory traffic any loader pays to hand a sample out.
 
 :func:`python_loop_rasterise` is the per-profile Python loop the vectorised rasteriser is compared
 with (same half-open cell rule, so the results must agree exactly).
@@ -372,10 +377,12 @@ def demo_files(demo: str | Path) -> dict[str, list[str]]:
 # Peer 2: xbatcher's MapDataset over the dask-opened cube
 
 
-def xbatcher_dataset(cube: str, window: int, tile: int, step: int | None = None, target_bands=(0, 50)):
+def xbatcher_dataset(cube: str, window: int, tile: int, step: int | None = None, target_bands=(0, 50),
+                     dask: bool = True):
     """``(MapDataset, index)``: xbatcher's torch MapDataset over one BatchGenerator of the cube's daily
     variables (OSTIA, the nearest GLORYS snapshot per day, profile counts/sums, static masks) opened
-    with dask, and ``index[(day0, row0, col0)] -> dataset index`` to pick the same windows.
+    with dask (``chunks={}``), or without (``dask=False``: ``chunks=None``, lazily indexed arrays), and
+    ``index[(day0, row0, col0)] -> dataset index`` to pick the same windows.
 
     Each item is a ``(1 + 4C, tile, tile)`` tensor: eo, x, y, x_valid_mask, y_valid_mask (north-up),
     computed from the window by :func:`window_transform`.
@@ -386,7 +393,7 @@ def xbatcher_dataset(cube: str, window: int, tile: int, step: int | None = None,
 
     from loaders.sample import nearest_snapshots
 
-    tree = xr.open_datatree(str(cube), engine="zarr", chunks={})
+    tree = xr.open_datatree(str(cube), engine="zarr", chunks={} if dask else None)
     days = tree["ostia"]["time"].values.astype("datetime64[D]")
     snap = nearest_snapshots(days, tree["glorys"]["time"].values)
     theta = tree["glorys"]["thetao"].isel(time=snap).assign_coords(time=tree["ostia"]["time"])
@@ -471,17 +478,96 @@ def chunk_plan(stream, indices) -> list[tuple[str, tuple[int, ...]]]:
     return list(plan)
 
 
+PROFILE_VALUES = ("profiles/count", "profiles/sum")
+
+
+def needed_chunks(stream, index: int) -> list[tuple[str, tuple[int, ...]]]:
+    """:meth:`~loaders.stream.CubeStream.window_chunks` of window ``index`` without its upper bound:
+    the ``profiles/count`` and ``profiles/sum`` chunks are only those holding an observation of
+    the window (``profiles/n_obs`` > 0 on one of its days in one of its cells), which is all the
+    stream gathers. Read order kept."""
+    listed = stream.window_chunks(int(index))
+    if not any(path in PROFILE_VALUES for path, _ in listed):
+        return listed
+    w = stream.windows[int(index)]
+    n_obs = stream.reader.read("profiles/n_obs", w.time, w.rows, w.cols)
+    d, r, c = np.nonzero(n_obs)
+    cols = np.arange(w.cols.start, w.cols.stop) if isinstance(w.cols, slice) else np.asarray(w.cols)
+    observed = set()
+    for path in PROFILE_VALUES:
+        ct, _, cr, cc = stream.reader.array(path).chunks
+        keys = zip((w.time.start + d) // ct, (w.rows.start + r) // cr, cols[c] // cc)
+        observed |= {(path, (int(t), 0, int(y), int(x))) for t, y, x in keys}
+    return [k for k in listed if k[0] not in PROFILE_VALUES or k in observed]
+
+
+def sample_plan(stream, indices) -> list[tuple[str, tuple[int, ...]]]:
+    """The chunks the stream decodes for the windows ``indices``: :func:`needed_chunks` of each
+    window in the stream's order, each chunk once (the stream's chunk cache holds it after)."""
+    plan: dict[tuple, None] = {}
+    for i in indices:
+        plan.update(dict.fromkeys(needed_chunks(stream, int(i))))
+    return list(plan)
+
+
 def decode_chunks(cube: str, plan: list[tuple]) -> int:
-    """Read and decode every planned chunk once with zarr (no assembly); returns the decoded bytes."""
+    """Read and decode every planned chunk once, no assembly; returns the decoded bytes.
+
+    The fastest decode the layout allows: a chunk stored as its own object with the codecs the
+    builder writes (``bytes`` + Blosc, optionally a ``crc32c`` trailer, which is checked, as the
+    stream checks it) is read as one file and Blosc-decoded straight into an array; any other
+    layout (shards, other codecs) goes through zarr-python. A chunk never written is its fill."""
     import zarr
 
     root = zarr.open_group(str(cube), mode="r", zarr_format=3, use_consolidated=True)
     arrays, total = {}, 0
     for path, cidx in plan:
         arr = arrays.get(path) or arrays.setdefault(path, root[path])
-        sel = tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(cidx, arr.chunks, arr.shape))
-        total += arr[sel].nbytes
+        direct = decode_chunk_direct(Path(cube), path, arr, cidx)
+        if direct is None:
+            sel = tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(cidx, arr.chunks, arr.shape))
+            direct = arr[sel]
+        total += direct.nbytes
     return total
+
+
+def decode_chunk_direct(cube: Path, path: str, arr, cidx: tuple) -> np.ndarray | None:
+    """One chunk of a plain (unsharded bytes + Blosc [+ crc32c], '/' keys) local array, or None."""
+    from numcodecs import Blosc
+    from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec
+
+    from loaders.reader import verified_payload
+
+    md = arr.metadata
+    codecs = tuple(getattr(md, "codecs", ()))
+    checksummed = len(codecs) == 3 and isinstance(codecs[2], Crc32cCodec)
+    if (arr.shards is not None or len(codecs) != 2 + checksummed or not isinstance(codecs[0], BytesCodec)
+            or not isinstance(codecs[1], BloscCodec) or getattr(md.chunk_key_encoding, "separator", None) != "/"
+            or not cube.is_dir()):
+        return None
+    key = "c/" + "/".join(str(i) for i in cidx)
+    try:
+        data = (cube / path / key).read_bytes()
+    except FileNotFoundError:
+        return np.full(arr.chunks, arr.fill_value, dtype=arr.dtype)
+    if checksummed:
+        data = verified_payload(data, f"{path}: chunk {key}")
+    return np.frombuffer(Blosc().decode(data), dtype=np.dtype(arr.dtype)).reshape(arr.chunks)
+
+
+def write_floor(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], n: int, batch_size: int = 1) -> float:
+    """Seconds to allocate and fill the output tensors of ``n`` samples of the given shapes and
+    dtypes, ``batch_size`` samples to a tensor as a collated batch holds them (memory bandwidth:
+    the least any loader must do to hand the samples out; a batch of the demo's 50-level samples
+    is larger than the CPU caches, so the writes go to memory)."""
+    import time
+
+    t0 = time.perf_counter()
+    for start in range(0, n, batch_size):
+        b = min(batch_size, n - start)
+        for shape, dtype in shapes.values():
+            torch.empty((b,) + tuple(shape), dtype=dtype).fill_(1)
+    return time.perf_counter() - t0
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,8 +6,21 @@ same batch size):
 
 * ``depthcube_w{0,2}``: ``CubeStream`` (split ``all``) through a torch DataLoader, 0 and 2 workers;
 * ``peer1_reference_w{0,2}``: :class:`bench.peers.ReferenceRawDataset` on the raw demo files;
-* ``peer2_xbatcher_w{0,2}``: xbatcher's torch ``MapDataset`` over the dask-opened cube;
-* ``limit``: a bare zarr decode of the chunks those windows need, each once.
+* ``peer2_xbatcher_w{0,2}``: xbatcher's torch ``MapDataset`` over the dask-opened cube, and
+  ``peer2_xbatcher_nodask_w{0,2}`` over the cube opened with ``chunks=None`` (its fastest
+  documented form); the peer-2 ratios use the faster of the two;
+* ``limit``: the chunks the stream decodes for those windows (profile chunks without an
+  observation of the window left out, as the stream leaves them out), in its order, each once,
+  decoded the fastest way the layout allows, no assembly (:func:`bench.peers.decode_chunks`);
+* ``write_floor``: allocating and filling tensors of the samples' shapes and dtypes, a batch to a
+  tensor as the loaders' batches hold them (memory bandwidth). ``depthcube_w0_vs_decode_and_write`` compares depthcube with the
+  two floors added (decode + write seconds per sample).
+
+Threads. The run pins torch (``torch.set_num_threads(1)``), OpenMP and BLAS to one thread per
+process (the ``OMP_NUM_THREADS`` family of variables, which spawned workers inherit, and
+``threadpoolctl`` when installed), so a busy box does not swing intra-op thread pools; the
+parallelism measured is the DataLoader's workers. dask (peer 2's dask form) keeps its own
+scheduler threads: that is how it is documented to run.
 
 Slow peers run on a prefix of the window order, capped by a time budget: every entry reports the
 number of samples it measured. ``samples_per_s`` is the steady rate after the first batch (the
@@ -57,14 +70,33 @@ from loaders.corruption import observed_budget, sample_rng, track_mask
 from loaders.reader import CubeReader
 from loaders.stream import CubeStream, to_torch
 
-from .peers import (RawWindow, ReferenceRawDataset, chunk_plan, decode_chunks, demo_files, python_loop_rasterise,
-                    xbatcher_dataset)
+from .peers import (RawWindow, ReferenceRawDataset, decode_chunks, demo_files, python_loop_rasterise, sample_plan,
+                    write_floor, xbatcher_dataset)
 
 SCHEMA = "depthcube-bench/1"
 #: Keys of every ``loaders`` entry of the report.
 LOADER_KEYS = ("samples", "seconds", "samples_per_s", "mb_per_s", "time_to_first_batch_s",
                "rss_peak_mb", "rss_main_peak_mb", "uss_worker_peak_mb", "workers")
 TARGETS = {"depthcube_vs_peer1": 30.0, "depthcube_vs_peer2": 5.0, "depthcube_vs_limit": 0.5}
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS")
+
+
+def pin_threads() -> dict:
+    """One intra-op thread per process: torch, OpenMP/BLAS (environment, inherited by spawned
+    workers; and the loaded pools through ``threadpoolctl`` when it is installed). Returns what
+    was pinned, for the report."""
+    for var in THREAD_VARIABLES:
+        os.environ[var] = "1"
+    torch.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        pools = "threadpoolctl not installed: loaded BLAS pools keep their size"
+    else:
+        threadpool_limits(1)
+        pools = "threadpoolctl: 1"
+    return {"torch_threads": torch.get_num_threads(), "env": {v: "1" for v in THREAD_VARIABLES}, "pools": pools}
 
 
 @dataclass(frozen=True)
@@ -250,12 +282,11 @@ def bench_peer1(stream, order, demo: str, settings: BenchSettings, workers: int)
                           "reference per-sample raw NetCDF + scipy RGI (REFERENCE.md 3)")
 
 
-def bench_peer2(stream, order, settings: BenchSettings, workers: int) -> dict:
-
-
+def bench_peer2(stream, order, settings: BenchSettings, workers: int, dask: bool = True) -> dict:
+    """xbatcher over the dask-opened cube (``chunks={}``), or without dask (``chunks=None``)."""
     patch_cfg = decode_attrs(stream.reader.root["patches"].attrs.asdict()).get("patch_config", {})
     ds, index = xbatcher_dataset(stream.reader.url, stream.config.window, stream.reader.tile,
-                                 patch_cfg.get("stride"), stream.config.target_bands)
+                                 patch_cfg.get("stride"), stream.config.target_bands, dask=dask)
     picks = []
     for i in order:
         w = stream.windows[int(i)]
@@ -264,22 +295,38 @@ def bench_peer2(stream, order, settings: BenchSettings, workers: int) -> dict:
         picks.append(index[(w.time.start, w.rows.start, w.cols.start)])
     # dask's threaded scheduler cannot run in a worker forked after the parent used it (its thread
     # pool is inherited without threads and hangs), so xbatcher's workers are spawned.
-    context = {"multiprocessing_context": "spawn"} if workers else {}
+    context = {"multiprocessing_context": "spawn"} if workers and dask else {}
+    what = ("xbatcher MapDataset over xr.open_datatree(chunks={}) (dask)" if dask else
+            "xbatcher MapDataset over xr.open_datatree(chunks=None) (no dask)")
     r = measure_loader(_loader(Subset(ds, picks), settings.batch_size, workers, **context), settings.peer_budget_s,
-                       workers, "xbatcher MapDataset over xr.open_datatree(chunks={}) (dask)")
-    return {**r, "start_method": "spawn"} if workers else r
+                       workers, what)
+    return {**r, "start_method": "spawn"} if context else r
 
 
 def bench_limit(stream, order) -> dict:
-
-    plan = chunk_plan(stream, order)
+    """Decode floor: the chunks the stream decodes for ``order`` (:func:`bench.peers.sample_plan`)."""
+    plan = sample_plan(stream, order)
     with RssSampler(children=False) as rss:
         t0 = time.perf_counter()
         nbytes = decode_chunks(stream.reader.url, plan)
         dt = time.perf_counter() - t0
-    return {"what": "zarr decode of the chunks the windows need, each once, no assembly", "workers": 0,
+    return {"what": "decode of the chunks the stream decodes, in its order, each once, no assembly", "workers": 0,
             "samples": len(order), "seconds": dt, "samples_per_s": len(order) / dt, "mb_per_s": nbytes / dt / 1e6,
             "time_to_first_batch_s": None, "chunks": len(plan), **rss.report()}
+
+
+def bench_write_floor(stream, order, batch_size: int) -> dict:
+    """Write floor: allocate and fill the output tensors of the windows' samples (one sample's shapes
+    and dtypes), ``batch_size`` samples to a tensor as the loaders' batches hold them."""
+    sample = to_torch(stream.sample(int(order[0])))
+    shapes = {k: (tuple(v.shape), v.dtype) for k, v in sample.items() if isinstance(v, torch.Tensor)}
+    nbytes = sum(v.nbytes for v in sample.values() if isinstance(v, torch.Tensor))
+    write_floor(shapes, batch_size, batch_size)  # warm the allocator
+    with RssSampler(children=False) as rss:
+        dt = write_floor(shapes, len(order), batch_size)
+    return {"what": "allocate and fill batch tensors of the samples' shapes (memory bandwidth)", "workers": 0,
+            "samples": len(order), "seconds": dt, "samples_per_s": len(order) / dt,
+            "mb_per_s": nbytes * len(order) / dt / 1e6, "time_to_first_batch_s": None, **rss.report()}
 
 
 def compare_loaders(cube: str, demo: str | None, settings: BenchSettings, dataset_config: str, echo=print) -> dict:
@@ -292,24 +339,35 @@ def compare_loaders(cube: str, demo: str | None, settings: BenchSettings, datase
         if demo:
             echo(f"  peer 1 (reference raw NetCDF), {w} workers ...")
             out[f"peer1_reference_w{w}"] = bench_peer1(stream, order, demo, settings, w)
-        echo(f"  peer 2 (xbatcher MapDataset), {w} workers ...")
+        echo(f"  peer 2 (xbatcher MapDataset, dask), {w} workers ...")
         out[f"peer2_xbatcher_w{w}"] = bench_peer2(stream, order, settings, w)
-    echo("  limit (bare zarr decode) ...")
+        echo(f"  peer 2 (xbatcher MapDataset, chunks=None), {w} workers ...")
+        out[f"peer2_xbatcher_nodask_w{w}"] = bench_peer2(stream, order, settings, w, dask=False)
+    echo("  limit (bare decode of the chunks the stream decodes) ...")
     out["limit"] = bench_limit(stream, order)
+    echo("  write floor (allocate and fill the output tensors) ...")
+    out["write_floor"] = bench_write_floor(stream, order, settings.batch_size)
     return {"windows": len(order), "window_days": cfg.window, "tile": stream.reader.tile, "loaders": out}
 
 
 def ratios(loaders: dict, workers) -> dict:
-    """depthcube samples/s over each peer's at the same worker count, and over the limit."""
+    """depthcube samples/s over each peer's at the same worker count (peer 2: its faster form), and
+    over the limit (decode), and over decode + write (their seconds per sample added)."""
     out = {}
+    rate = lambda name: loaders.get(name, {}).get("samples_per_s")
     for w in workers:
-        dc = loaders.get(f"depthcube_w{w}", {}).get("samples_per_s")
-        for peer, key in (("peer1", "peer1_reference"), ("peer2", "peer2_xbatcher")):
-            p = loaders.get(f"{key}_w{w}", {}).get("samples_per_s")
+        dc = rate(f"depthcube_w{w}")
+        peers = {"peer1": rate(f"peer1_reference_w{w}"),
+                 "peer2": max(filter(None, (rate(f"peer2_xbatcher_w{w}"), rate(f"peer2_xbatcher_nodask_w{w}"))),
+                              default=None)}
+        for peer, p in peers.items():
             if dc and p:
                 out[f"depthcube_vs_{peer}_w{w}"] = dc / p
         if dc and "limit" in loaders:
             out[f"depthcube_w{w}_vs_limit"] = dc / loaders["limit"]["samples_per_s"]
+    dc0, decode, write = rate("depthcube_w0"), rate("limit"), rate("write_floor")
+    if dc0 and decode and write:
+        out["depthcube_w0_vs_decode_and_write"] = dc0 * (1 / decode + 1 / write)
     return out
 
 
@@ -465,7 +523,8 @@ def run_bench(cube: str | None, demo: str | None, out: str | Path | None, settin
             cube, demo = quick_inputs(work, settings.tile_size)
         if cube is None and demo is None:
             raise ValueError("bench needs --cube (and --demo for peer 1 and the build), or --quick")
-        report = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "quick": quick,
+        threads = pin_threads()
+        report = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "quick": quick, "threads": threads,
                   "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                               "torch": torch.__version__, "cuda": torch.cuda.is_available()},
                   "cube": str(cube), "demo": str(demo) if demo else None, "settings": _settings_dict(settings)}

@@ -4,6 +4,12 @@ Pure numpy, a function of (window data, config, rng): no file access, no torch. 
 cube orientation (row 0 = south) and leave **north-up** (row 0 = north). Temperatures leave
 z-scored in kelvin; invalid values are 0 and validity is carried by the masks.
 
+One pass per field (:func:`assemble`): y's window mean and validity come from one accumulation
+over the snapshots with the tile's fixed water column (``static/ocean_mask``, ``bottom_level``),
+x is z-scored only where observed, and every float value that leaves is finite by construction
+(a non-finite y is masked; a non-finite profile sum is a ValueError naming x), so the stream runs
+no finite-check pass over the tensors.
+
 Missing surface data (OSTIA days without a file, all-NaN days, cells NaN on some days): ``eo`` is,
 per pixel, the mean over the window days on which that pixel has an OSTIA value, and the sample
 carries ``eo_valid_mask`` (1, H, W) bool (a contract extension of DESIGN.md 6): True where the
@@ -75,10 +81,46 @@ def dense_target(win: WindowData) -> tuple[np.ndarray, np.ndarray]:
 
 def _dense_target(win: WindowData) -> tuple[np.ndarray, np.ndarray]:
     """As :func:`dense_target`, but values where invalid are left as they are (the hot path zeroes
-    them during the z-score anyway)."""
-    y, ok = window_mean(win.glorys, win.glorys_days)
-    water = win.water if win.water is not None else water_column(win.ocean, win.bottom_level, y.shape[0])
-    return y, ok & water
+    them during the z-score anyway).
+
+    One pass with the tile's fixed water column: the weighted sum of the snapshots, accumulated
+    snapshot by snapshot (the order :func:`window_mean`'s einsum adds in, so the values are the
+    same to the bit), divided by the total weight, valid where that sum is finite and the cell is
+    water. Only water cells that some snapshot lacks (NaN or inf there; normally none, GLORYS's
+    mask is fixed) take the NaN-aware mean over the snapshots that have them. A cell whose mean is
+    not finite is invalid, so no NaN or inf is ever valid.
+    """
+    water = win.water if win.water is not None else water_column(win.ocean, win.bottom_level, win.glorys.shape[1])
+    snaps, weights = win.glorys, np.asarray(win.glorys_days, np.float32)
+    if len(snaps) == 1:
+        return snaps[0], np.isfinite(snaps[0]) & water
+    with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN sums are masked just below
+        y = np.multiply(snaps[0], weights[0], dtype=np.float32)
+        term = np.empty_like(y)
+        for s in range(1, len(snaps)):
+            y += np.multiply(snaps[s], weights[s], out=term)
+    valid = np.isfinite(y)
+    partial = np.flatnonzero(water & ~valid)
+    y /= np.float32(weights.sum())  # integer day counts: the float32 sum is exact
+    valid &= water
+    if len(partial):
+        mean, ok = _nan_aware_mean(snaps.reshape(len(snaps), -1)[:, partial], weights)
+        y.flat[partial], valid.flat[partial] = mean, ok
+    return y, valid
+
+
+def _nan_aware_mean(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(S, N) values -> weighted mean over the finite ones (N,), and where it is finite; summed
+    snapshot by snapshot like :func:`_dense_target`."""
+    num = np.zeros(values.shape[1], np.float32)
+    den = np.zeros(values.shape[1], np.float32)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for v, w in zip(values, weights):
+            ok = np.isfinite(v)
+            num += np.where(ok, v, np.float32(0)) * w
+            den += ok * w
+        mean = (num / den).astype(np.float32)
+    return mean, np.isfinite(mean)
 
 
 def water_column(ocean: np.ndarray, bottom_level: np.ndarray, n_levels: int) -> np.ndarray:
@@ -136,6 +178,28 @@ def _zscore(t_c: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return z
 
 
+def _sparse_input_zscored(win: WindowData, cfg: DatasetConfig, y_z: np.ndarray, y_valid: np.ndarray, rng):
+    """x z-scored over ``cfg.target_bands`` (0 where unobserved) and x_valid_mask: the values of
+    :func:`sparse_input`, z-scored only where observed. ``y_z`` is y z-scored over the bands,
+    ``y_valid`` y's validity over all levels (the tracks start on any valid level)."""
+    lo, hi = cfg.target_bands
+    if cfg.x.source == "argo":
+        count, total = win.count[lo:hi], win.total[lo:hi]  # views (north-up: rows reversed)
+        valid = count > 0
+        # A few hundred observed voxels: divide and check only those (flat indices of the new,
+        # contiguous mask, unravelled: faster than nonzero() or .flat on the reversed views).
+        seen = np.unravel_index(np.flatnonzero(valid), valid.shape)
+        x_c = np.asarray(total[seen] / count[seen], dtype=np.float32)
+        if not np.isfinite(x_c).all():
+            raise ValueError(f"x holds {int((~np.isfinite(x_c)).sum())} non-finite values (profile sums)")
+        x = np.zeros(valid.shape, np.float32)
+        x[seen] = _zscore(x_c, np.ones(len(x_c), bool))
+        return x, valid
+    observed = corruption.observed_mask(cfg.x, y_valid.any(axis=0) & win.ocean, rng)
+    valid = y_valid[lo:hi] & observed[None]
+    return np.where(valid, y_z, np.float32(0)), valid
+
+
 @dataclass
 class WindowFields:
     """A window's fields in degC, in the window's orientation, before band selection and z-score:
@@ -161,19 +225,33 @@ def window_fields(win: WindowData, cfg: DatasetConfig, rng: np.random.Generator)
 
 def assemble(win: WindowData, cfg: DatasetConfig, rng: np.random.Generator, *, centre_day: np.datetime64,
              coords: tuple[float, float], info: dict) -> dict:
-    """The sample dict of DESIGN.md section 6 (numpy; the stream turns it into tensors)."""
-    f = window_fields(win, cfg, rng)
-    eo_c, eo_valid, x_c, x_valid, y_c, y_valid = f.eo, f.eo_valid, f.x, f.x_valid, f.y, f.y_valid
+    """The sample dict of DESIGN.md section 6 (numpy; the stream turns it into tensors).
+
+    One pass per field: y is the window mean of :func:`_dense_target` z-scored over the bands,
+    x is z-scored only where observed (a few hundred profile voxels; tracks x is y's z-score where
+    the pattern observes it), and invalid values are 0. Every float array is finite by
+    construction (invalid and non-finite values are masked), so no finite-check pass follows;
+    the one input that is not masked by its validity, a profile sum, is checked where it is
+    gathered: a non-finite one is a ValueError naming x (the stream turns it into a SampleError).
+    Random draws come in :func:`window_fields`'s order (eo degradations, then the x corruption).
+    """
+    y_c, y_valid = _dense_target(win)
+    eo_c = surface_condition(win, cfg, np.where(y_valid[:1], y_c[:1], np.float32(np.nan)), rng)
+    eo_valid = np.isfinite(eo_c)
     lo, hi = cfg.target_bands
-    x_c, x_valid, y_c, y_valid = x_c[lo:hi], x_valid[lo:hi], y_c[lo:hi], y_valid[lo:hi]
+    y_valid_bands = y_valid[lo:hi]
+    y_z = _zscore(y_c[lo:hi], y_valid_bands)
+    x_z, x_valid = _sparse_input_zscored(win, cfg, y_z, y_valid, rng)
+    if not np.isfinite(coords).all():
+        raise ValueError(f"coords {tuple(coords)} are not finite")
 
     sample = {
         "eo": _zscore(eo_c, eo_valid)[None],
         "eo_valid_mask": eo_valid[None],
-        "x": _zscore(x_c, x_valid),
-        "y": _zscore(y_c, y_valid),
+        "x": x_z,
+        "y": y_z,
         "x_valid_mask": x_valid,
-        "y_valid_mask": y_valid,
+        "y_valid_mask": y_valid_bands,
         "land_mask": win.ocean[None].astype(np.float32),
     }
     if cfg.eo.dropout_p > 0:  # one draw blanks the field and its mask together

@@ -38,8 +38,15 @@ its "limit" entry); :func:`box_chunks` is the chunk arithmetic behind it.
 Workers. The stream pickles only small arrays, the cube URL and the epoch tensor; each worker
 opens the store lazily, so fork, forkserver and spawn all work.
 
-Faults. A window whose sample cannot be built (an unreadable chunk, a non-finite value that
-would reach the model) raises :class:`SampleError` naming the cube, the patch and the centre
+Threads. Each DataLoader worker runs one torch intra-op thread: torch's DataLoader and torchdata's
+StatefulDataLoader set ``torch.set_num_threads(1)`` when a worker starts, and a pass of the stream
+inside a worker (``get_worker_info()`` set) sets it again, so a collate or transform that changed it
+cannot make the workers fight over the cores (issue 13: collate went from ~1 ms to 22-31 ms a
+sample under load with 2 threads). The main process (0 workers) keeps its own setting.
+
+Faults. A window whose sample cannot be built (an unreadable chunk, a non-finite profile sum
+that would reach the model: :func:`loaders.sample.assemble` masks or rejects every non-finite
+value, so no separate finite check runs) raises :class:`SampleError` naming the cube, the patch and the centre
 day; with ``on_error='raise'`` (default) it propagates, from a DataLoader worker too (torch
 re-raises it in the training process with the worker's traceback); with ``on_error='skip'`` the
 window is logged and skipped (under DDP a skip makes ranks unequal: keep ``raise`` there).
@@ -212,6 +219,8 @@ class CubeStream(IterableDataset):
         """One pass (one epoch) of this process's shard. The pass starts at the first ``next()``,
         so an iterator made and dropped unused (torchdata does that) uses up no epoch."""
         (rank, world), (worker, num_workers) = self._dist(), self._worker()
+        if num_workers:  # a DataLoader worker: one intra-op thread (see the module docstring)
+            torch.set_num_threads(1)
         epoch, resume = self._start_pass()
         workers = max(num_workers, 1)
         shard, start = rank * workers + worker, 0
@@ -228,7 +237,7 @@ class CubeStream(IterableDataset):
 
     def _sample_or_skip(self, index: int, epoch: int, shard: int, position: int):
         try:
-            return to_torch(check_finite(self.sample(index, epoch=epoch, shard=shard, position=position)))
+            return to_torch(self.sample(index, epoch=epoch, shard=shard, position=position))
         except Exception as e:
             w = self.windows[index]
             err = SampleError(f"{self.reader.url}: window patch {w.patch} centred {w.centre}: {type(e).__name__}: {e}")
@@ -412,18 +421,6 @@ def box_chunks(shape: tuple[int, ...], chunks: tuple[int, ...], lead: slice, row
     per_dim += [range(rows.start // chunks[-2], (rows.stop - 1) // chunks[-2] + 1), np.unique(cols // chunks[-1])]
     grids = np.meshgrid(*[np.asarray(list(r)) for r in per_dim], indexing="ij")
     return [tuple(int(v) for v in k) for k in zip(*(g.ravel() for g in grids))]
-
-
-def check_finite(sample: dict) -> dict:
-    """The sample, or ValueError naming the first float array holding NaN or inf (the model must
-    never see one; the stream turns this into a SampleError)."""
-    for key, value in sample.items():
-        # One reduction, no temporary: the sum of small z-scores is finite iff every value is.
-        if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value.sum(dtype=np.float64)):
-            bad = int((~np.isfinite(value)).sum())
-            if bad:
-                raise ValueError(f"{key} holds {bad} non-finite values")
-    return sample
 
 
 def _stop_workers(loader: DataLoader, iterator) -> None:

@@ -121,17 +121,21 @@ def test_bench_quick_writes_the_report(tmp_path):
     assert "samples/s" in run.stdout and "ratios" in run.stdout
     r = json.loads(out.read_text())
     assert r["schema"] == "depthcube-bench/1" and r["quick"] is True and r["windows"] > 0
-    expected = {f"{name}_w{w}" for name in ("depthcube", "peer1_reference", "peer2_xbatcher") for w in (0, 2)} | {"limit"}
+    names = ("depthcube", "peer1_reference", "peer2_xbatcher", "peer2_xbatcher_nodask")
+    expected = {f"{name}_w{w}" for name in names for w in (0, 2)} | {"limit", "write_floor"}
     assert set(r["loaders"]) == expected
     for name, entry in r["loaders"].items():
         assert set(LOADER_KEYS) <= set(entry), name
         assert 0 < entry["samples"] <= r["windows"], name
         assert entry["samples_per_s"] > 0 and entry["mb_per_s"] > 0 and entry["rss_peak_mb"] > 0, name
-        assert entry["time_to_first_batch_s"] is None if name == "limit" else entry["time_to_first_batch_s"] > 0
+        floor = name in ("limit", "write_floor")
+        assert entry["time_to_first_batch_s"] is None if floor else entry["time_to_first_batch_s"] > 0
     assert r["loaders"]["depthcube_w0"]["samples"] == r["windows"]     # depthcube always covers every window
-    for key in ("depthcube_vs_peer1_w0", "depthcube_vs_peer2_w2", "depthcube_w0_vs_limit"):
+    for key in ("depthcube_vs_peer1_w0", "depthcube_vs_peer2_w2", "depthcube_w0_vs_limit",
+                "depthcube_w0_vs_decode_and_write"):
         assert r["ratios"][key] > 0
     assert set(r["targets"]) == {"depthcube_vs_peer1", "depthcube_vs_peer2", "depthcube_vs_limit"}
+    assert r["threads"]["torch_threads"] == 1
     b = r["build"]
     assert b["input_mb"] > 0 and b["depthcube"]["mb_per_s"] > 0 and b["plain_open_mfdataset_to_zarr"]["mb_per_s"] > 0
     assert r["rasterise"]["agree"] is True and r["rasterise"]["depthcube_profiles_per_s"] > 0

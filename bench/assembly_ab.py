@@ -1,0 +1,89 @@
+"""Samples/s of this tree's loaders against another git revision's, on the same cube, interleaved.
+
+Each round runs every preset once with the old code and once with the new, each in a fresh
+subprocess (``PYTHONPATH`` set to that tree: the revision is exported with ``git archive``), 0
+DataLoader workers, batch 32, OpenMP/BLAS/torch pinned to one thread before import; the report is
+the median over the rounds. Run (after ``make cube``):
+
+    .venv/bin/python -m bench.assembly_ab --old 3fac004 --rounds 3 [--cube data/cube.zarr] [--samples 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+from io import BytesIO
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = ("argo_real", "ostia_tracks", "eo_4band_tracks")
+THREAD_ENV = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")}
+
+MEASURE = r"""
+import json, sys, time, torch
+torch.set_num_threads(1)
+from loaders import CubeStream, StreamLoader, load_dataset_config
+cube, preset, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
+stream = CubeStream(cube, load_dataset_config("configs/dataset.yaml", preset), split="all")
+n, t0, t_first = 0, time.perf_counter(), None
+for batch in StreamLoader(stream, batch_size=32, num_workers=0):
+    if t_first is None:
+        t_first, n_first = time.perf_counter(), len(batch["y"])
+    n += len(batch["y"])
+    if n >= limit:
+        break
+dt = time.perf_counter() - t_first
+print(json.dumps({"samples": n - n_first, "samples_per_s": (n - n_first) / dt}))
+"""
+
+
+def export_revision(rev: str, into: Path) -> Path:
+    """The tree of ``rev`` written under ``into`` (``git archive``; nothing in this worktree changes)."""
+    data = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", rev], check=True,
+                          capture_output=True).stdout
+    with tarfile.open(fileobj=BytesIO(data)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def measure(tree: Path, cube: str, preset: str, samples: int) -> float:
+    env = {**os.environ, **THREAD_ENV, "PYTHONPATH": str(tree)}
+    out = subprocess.run([sys.executable, "-c", MEASURE, cube, preset, str(samples)], cwd=tree, env=env,
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["samples_per_s"]
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--old", required=True, help="git revision of the old code")
+    ap.add_argument("--cube", default=str(ROOT / "data" / "cube.zarr"))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--samples", type=int, default=256, help="samples per run after the first batch")
+    ap.add_argument("--presets", nargs="+", default=list(PRESETS))
+    args = ap.parse_args(argv)
+    cube = str(Path(args.cube).resolve())
+    rates: dict = {p: {"old": [], "new": []} for p in args.presets}
+    with tempfile.TemporaryDirectory() as tmp:
+        old = export_revision(args.old, Path(tmp))
+        for r in range(args.rounds):
+            for preset in args.presets:
+                for which, tree in (("old", old), ("new", ROOT)) if r % 2 == 0 else (("new", ROOT), ("old", old)):
+                    rates[preset][which].append(measure(tree, cube, preset, args.samples))
+                    print(f"round {r + 1} {preset:16s} {which}: {rates[preset][which][-1]:7.1f} samples/s", flush=True)
+    report = {p: {"old_median": statistics.median(v["old"]), "new_median": statistics.median(v["new"]),
+                  "speedup": statistics.median(v["new"]) / statistics.median(v["old"]), **v}
+              for p, v in rates.items()}
+    print(f"{'preset':16s} {'old/s':>8s} {'new/s':>8s} {'new/old':>8s}   (medians of {args.rounds} rounds)")
+    for p, v in report.items():
+        print(f"{p:16s} {v['old_median']:8.1f} {v['new_median']:8.1f} {v['speedup']:8.2f}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
