@@ -11,7 +11,7 @@ across the dateline on a global cube, which xbatcher's contiguous slicing cannot
 xbatcher is not used for the time axis either: its public API yields windows as loaded xarray
 objects, not as positions, and reading its internal selector table is not public. The windows
 are the same ones ``xbatcher.BatchGenerator(input_dims={"time": window},
-input_overlap={"time": window - 1})`` makes on the cube's daily axis (``tests/test_stream.py``
+input_overlap={"time": window - 1})`` makes on the cube's daily axis (``tests/loaders/test_stream.py``
 checks this through xbatcher's public indexing). Reads go through
 :class:`loaders.reader.CubeReader`'s chunk cache instead of per-sample xarray/dask indexing
 (DESIGN.md 7 guidance: no dask in the per-sample hot path).

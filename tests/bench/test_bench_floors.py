@@ -14,7 +14,7 @@ from bench.peers import decode_chunk_direct, decode_chunks, needed_chunks, sampl
 from bench.suite import THREAD_VARIABLES, pin_threads
 from loaders import CubeStream, load_dataset_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "dataset.yaml"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "dataset.yaml"
 
 
 def test_the_limit_plans_exactly_the_chunks_a_cold_stream_decodes(tiny_cube):

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from loaders import CubeStream, load_dataset_config
 from loaders.sample import WindowData, _dense_target, assemble
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "dataset.yaml"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "dataset.yaml"
 PRESETS = ("eo_4band_tracks", "ostia_tracks", "argo_real", "argo_synthetic_500")
 MEAN_K, STD_K = 289.74267177946783, 10.933397487585731
 
