@@ -148,15 +148,17 @@ def write_en4(path, *, juld, lat, lon, depth, potm, temp=None, juld_qc="1", posi
 
 
 def copy_netcdf(src, dst, *, drop: tuple[str, ...] = (), edit: Callable[[str, np.ndarray], np.ndarray] | None = None,
-                fmt: str | None = None) -> Path:
-    """Copy ``src`` to ``dst`` raw (no decoding), without ``drop``, passing each array through ``edit``."""
+                fmt: str | None = None, rows: np.ndarray | None = None) -> Path:
+    """Copy ``src`` to ``dst`` raw (no decoding), without ``drop``, passing each array through ``edit``;
+    with ``rows``, only (and in that order) those profiles of the ``N_PROF`` dimension."""
     with netCDF4.Dataset(src) as s:
         s.set_auto_maskandscale(False)
         s.set_auto_chartostring(False)
         with netCDF4.Dataset(dst, "w", format=fmt or s.data_model) as d:
             d.setncatts({k: s.getncattr(k) for k in s.ncattrs()})
             for name, dim in s.dimensions.items():
-                d.createDimension(name, None if dim.isunlimited() else len(dim))
+                size = len(rows) if rows is not None and name == "N_PROF" else len(dim)
+                d.createDimension(name, None if dim.isunlimited() else size)
             for name, var in s.variables.items():
                 if name in drop:
                     continue
@@ -166,6 +168,8 @@ def copy_netcdf(src, dst, *, drop: tuple[str, ...] = (), edit: Callable[[str, np
                 out.set_auto_maskandscale(False)
                 out.set_auto_chartostring(False)
                 data = var[...]
+                if rows is not None and var.dimensions[:1] == ("N_PROF",):
+                    data = data[rows]
                 out[...] = edit(name, data.copy()) if edit else data
     return Path(dst)
 

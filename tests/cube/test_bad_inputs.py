@@ -76,21 +76,7 @@ def shift_glorys(demo: Path, new_day: str = "20100210") -> Path:
 
 def subset_profiles(src: Path, dst: Path, rows: np.ndarray) -> Path:
     """Copy an EN4 file keeping (and ordering) the profiles ``rows`` of the N_PROF dimension."""
-    with netCDF4.Dataset(src) as s, netCDF4.Dataset(dst, "w", format=s.data_model) as d:
-        s.set_auto_maskandscale(False)
-        s.set_auto_chartostring(False)
-        d.setncatts({k: s.getncattr(k) for k in s.ncattrs()})
-        for name, dim in s.dimensions.items():
-            d.createDimension(name, len(rows) if name == "N_PROF" else len(dim))
-        for name, var in s.variables.items():
-            attrs = {k: var.getncattr(k) for k in var.ncattrs()}
-            out = d.createVariable(name, var.dtype, var.dimensions, fill_value=attrs.pop("_FillValue", None))
-            out.setncatts(attrs)
-            out.set_auto_maskandscale(False)
-            out.set_auto_chartostring(False)
-            data = var[...]
-            out[...] = data[rows] if var.dimensions[:1] == ("N_PROF",) else data
-    return dst
+    return copy_netcdf(src, dst, rows=rows)
 
 
 def n_profiles(path: Path) -> int:
