@@ -217,10 +217,18 @@ class WindowFields:
 def window_fields(win: WindowData, cfg: DatasetConfig, rng: np.random.Generator) -> WindowFields:
     """Dense target, surface condition and sparse input of one window (rng drawn in that order:
     eo degradations, then the x corruption)."""
-    y_c, y_valid = _dense_target(win)
-    eo_c = surface_condition(win, cfg, np.where(y_valid[:1], y_c[:1], np.float32(np.nan)), rng)
+    y_c, y_valid, eo_c = _target_and_surface(win, cfg, rng)
     x_c, x_valid = sparse_input(win, cfg, y_c, y_valid, rng)
     return WindowFields(eo_c, np.isfinite(eo_c), x_c, x_valid, y_c, y_valid)
+
+
+def _target_and_surface(win: WindowData, cfg: DatasetConfig, rng: np.random.Generator):
+    """y (degC), its validity and eo (degC, NaN where invalid): the first half of a window's
+    fields, shared by :func:`window_fields` and :func:`assemble` so both draw eo's degradations
+    first (the x corruption comes next in both)."""
+    y_c, y_valid = _dense_target(win)
+    eo_c = surface_condition(win, cfg, np.where(y_valid[:1], y_c[:1], np.float32(np.nan)), rng)
+    return y_c, y_valid, eo_c
 
 
 def assemble(win: WindowData, cfg: DatasetConfig, rng: np.random.Generator, *, centre_day: np.datetime64,
@@ -235,8 +243,7 @@ def assemble(win: WindowData, cfg: DatasetConfig, rng: np.random.Generator, *, c
     gathered: a non-finite one is a ValueError naming x (the stream turns it into a SampleError).
     Random draws come in :func:`window_fields`'s order (eo degradations, then the x corruption).
     """
-    y_c, y_valid = _dense_target(win)
-    eo_c = surface_condition(win, cfg, np.where(y_valid[:1], y_c[:1], np.float32(np.nan)), rng)
+    y_c, y_valid, eo_c = _target_and_surface(win, cfg, rng)
     eo_valid = np.isfinite(eo_c)
     lo, hi = cfg.target_bands
     y_valid_bands = y_valid[lo:hi]
