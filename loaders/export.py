@@ -76,6 +76,7 @@ from pathlib import Path
 import numpy as np
 
 from cube.constants import GLORYS_DEPTHS
+from cube.progress import Progress
 from cube.tiling import block_order, unwrapped_east
 
 from .config import DatasetConfig, EOConfig
@@ -571,8 +572,9 @@ def export_geotiff(cube: str, out_root: str | Path, config: DatasetConfig | None
 
 
 def _progress(items, enabled: bool):
-    if not enabled:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc="export geotiff", unit="window")
+    """Yield ``items`` while :class:`cube.progress.Progress` reports them (the build's bar: on a
+    terminal only, else one line when the export ends)."""
+    with Progress(len(items), "export geotiff", unit="window", enabled=enabled) as bar:
+        for item in items:
+            yield item
+            bar.update()

@@ -22,6 +22,7 @@ from cube.demo.glorys import GlorysWriter
 from cube.demo.ostia import OstiaWriter
 from cube.demo.spec import DemoSpec
 from cube.demo.truth import TruthOcean
+from cube.progress import Progress
 
 __all__ = ["DemoSpec", "TruthOcean", "write_demo"]
 
@@ -57,8 +58,9 @@ def write_demo(outdir, spec: DemoSpec, progress: bool = False) -> dict:
 
 
 def _progress(jobs: list, enabled: bool):
-    if not enabled:
-        return jobs
-    from tqdm import tqdm
-
-    return tqdm(jobs, desc="demo products", unit="file")
+    """Yield ``jobs`` while :class:`cube.progress.Progress` reports them: a bar on a terminal, one
+    line at the end elsewhere (CI, a log file), nothing when not ``enabled``."""
+    with Progress(len(jobs), "demo products", unit="file", enabled=enabled) as bar:
+        for job in jobs:
+            yield job
+            bar.update()
