@@ -373,9 +373,11 @@ def _objects(written: np.ndarray, shard: int | None) -> int:
 
 def estimate(spec: CubeSpec = CubeSpec(), sb: StoredBytes | None = None, mask: np.ndarray | None = None,
              levels_per_profile: float | None = None, cube: str | None = None) -> dict:
-    """The whole estimate as a dict (see the module docstring); ``sb`` measured from ``cube`` (or the
-    small demo) when not given, ``mask`` the real OSTIA water when not given."""
-    sb = sb or measure_stored_bytes(cube or demo_cube(), spec)
+    """The whole estimate as a dict (see the module docstring); ``sb`` measured from ``cube`` when
+    not given (one of them is needed), ``mask`` the real OSTIA water when not given."""
+    if sb is None and cube is None:
+        raise ValueError("estimate needs the stored bytes per value (sb) or a cube to measure them on")
+    sb = sb or measure_stored_bytes(cube, spec)
     mask = real_ocean_mask(spec) if mask is None else np.asarray(mask, bool)
     levels_per_profile = real_levels_per_profile()[0] if levels_per_profile is None else levels_per_profile
     latc, lonc, kept = train_tiles(mask, spec)
@@ -437,7 +439,7 @@ def real_levels_per_profile(real_data: Path = REAL_DATA) -> tuple[float, dict]:
 
 def demo_cube(workdir: str | None = None) -> str:
     """Write the ``small`` demo (``make cube``'s) and build its cube under ``workdir`` (a new
-    temporary folder by default); returns the cube path."""
+    temporary folder by default, left for the caller); returns the cube path."""
     from cube.build import build
     from cube.config import load_cube_config
     from cube.demo import DemoSpec, write_demo
@@ -725,8 +727,15 @@ def format_report(report: dict) -> str:
 
 
 def run(cube: str | None = None, spec: CubeSpec = CubeSpec(), demo: bool = True) -> dict:
-    """The full report: the global estimate and (``demo``) the measured demo per-sample bytes."""
-    cube = cube or demo_cube()
+    """The full report: the global estimate and (``demo``) the measured demo per-sample bytes. Without
+    ``cube`` the small demo is built in a temporary folder, removed afterwards."""
+    if cube is None:
+        with tempfile.TemporaryDirectory(prefix="depthcube-estimate-") as work:
+            report = run(demo_cube(work), spec, demo)
+        report["global"]["stored_bytes_source"]["source"] = "the small demo cube (make cube's; temporary)"
+        if demo:
+            report["demo"]["cube"] = "the small demo cube (temporary)"
+        return report
     report = {"global": estimate(spec, cube=cube)}
     if demo:
         report["demo"] = demo_per_sample(cube, profile_rows=spec.profile_rows)
