@@ -77,6 +77,7 @@ class CubeSpec:
     split_seed: int = 7
     profiles_per_month: float = 40_000.0
     profile_rows: tuple[int, ...] = (128, 256)
+    cluster_fraction: float = 1.0   # profiles fall on this share of the ocean chunks (1 = all of them)
     poisson_seed: int = 0
 
     def __post_init__(self):
@@ -84,6 +85,8 @@ class CubeSpec:
                      "window_days", "block_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.cluster_fraction <= 1:
+            raise ValueError(f"cluster_fraction: must be in (0, 1], got {self.cluster_fraction}")
         if not all(r >= 1 for r in self.profile_rows):
             raise ValueError(f"profile_rows: every value must be >= 1, got {self.profile_rows}")
 
@@ -209,21 +212,29 @@ def table_index(rows_per_chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return stop - rows_per_chunk, stop
 
 
+def obs_chunk_spans(reads: Reads, rows_per_chunk: np.ndarray, profile_rows: int):
+    """For each entry of ``reads`` whose (time chunk, spatial chunk) holds rows: its group and the
+    first and last obs chunk (of ``profile_rows`` rows) holding them."""
+    start, stop = table_index(rows_per_chunk)
+    a, b = start[reads.tc, reads.latc, reads.lonc], stop[reads.tc, reads.latc, reads.lonc]
+    hit = b > a
+    return reads.group[hit], a[hit] // profile_rows, (b[hit] - 1) // profile_rows
+
+
 def table_read_bytes(reads: Reads, rows_per_chunk: np.ndarray, profile_rows: int, row_bytes: int) -> int:
     """Decoded bytes of the obs chunks (``profile_rows`` rows, the last one shorter) that hold the
     rows of every (time chunk, spatial chunk) of ``reads``, each obs chunk once per group."""
-    start, stop = table_index(rows_per_chunk)
-    total = int(stop.ravel()[-1]) if stop.size else 0
-    a, b = start[reads.tc, reads.latc, reads.lonc], stop[reads.tc, reads.latc, reads.lonc]
-    hit = b > a
-    group, k0, k1 = reads.group[hit], a[hit] // profile_rows, (b[hit] - 1) // profile_rows
+    group, k0, k1 = obs_chunk_spans(reads, rows_per_chunk, profile_rows)
     pairs = [np.stack([group[k0 + j <= k1], (k0 + j)[k0 + j <= k1]], axis=1)
              for j in range(int((k1 - k0).max(initial=0)) + 1)]
-    if not pairs:
-        return 0
     chunks = np.unique(np.concatenate(pairs), axis=0)[:, 1]
-    rows = np.minimum(profile_rows, total - chunks * profile_rows)
+    rows = np.minimum(profile_rows, int(rows_per_chunk.sum()) - chunks * profile_rows)
     return int(rows.sum()) * row_bytes
+
+
+def index_bytes(rows_per_chunk: np.ndarray) -> int:
+    """Decoded bytes of the table's ``obs_start`` and ``obs_stop`` (int64 per time chunk and tile)."""
+    return 2 * rows_per_chunk.size * INT64
 
 
 def nearest_snapshot(day: np.ndarray, step: int, n_snapshots: int) -> np.ndarray:
@@ -275,9 +286,13 @@ def ocean_per_chunk(mask: np.ndarray, spec: CubeSpec) -> np.ndarray:
 
 
 def poisson_rows(spec: CubeSpec, ocean: np.ndarray, rows_per_day: float) -> np.ndarray:
-    """Observed rows per (day, lat chunk, lon chunk): a seeded Poisson draw, uniform over ocean cells."""
-    rate = rows_per_day * ocean / max(int(ocean.sum()), 1)
+    """Observed rows per (day, lat chunk, lon chunk): a seeded Poisson draw, uniform over ocean cells,
+    or (``cluster_fraction`` < 1) over the ocean cells of a seeded random share of the chunks only."""
     rng = np.random.default_rng(spec.poisson_seed)
+    weight = ocean.astype(np.float64)
+    if spec.cluster_fraction < 1:
+        weight = np.where(rng.random(ocean.shape) < spec.cluster_fraction, weight, 0.0)
+    rate = rows_per_day * weight / max(weight.sum(), 1.0)
     return rng.poisson(np.broadcast_to(rate, (spec.n_days,) + rate.shape)).astype(np.int64)
 
 
@@ -309,7 +324,8 @@ def epoch_bytes(latc, lonc, rows_per_day: np.ndarray, spec: CubeSpec) -> dict:
     out = {"windows": int(first.size), "blocks": int(block[-1] + 1) if block.size else 0}
     for name, reads in (("cached", cached), ("uncached", uncached)):
         d = dense_read_bytes(reads, rows_per_day, spec)
-        d["table"] = {str(r): table_read_bytes(reads, rows_chunk, r, spec.row_bytes) for r in spec.profile_rows}
+        d["table"] = {str(r): table_read_bytes(reads, rows_chunk, r, spec.row_bytes) + index_bytes(rows_chunk)
+                      for r in spec.profile_rows}   # the index: decoded once a process
         d["glorys"] = _glorys_bytes(first, last, runs if name == "cached" else None, spec)
         out[name] = d
     return out
@@ -340,9 +356,8 @@ def stored(spec: CubeSpec, ocean: np.ndarray, rows_per_day: np.ndarray, sb: Stor
         "profiles_dense": sum(written.sum() * sb.profile_empty_chunk[v] + n_rows * sb.profile_per_row[v]
                               for v in ("n_obs", "count", "sum")),
     }
-    index_bytes = 2 * rows_chunk.size * INT64
-    for r in spec.profile_rows:
-        size[f"table_{r}"] = n_rows * sb.table_per_row[str(r)] + index_bytes
+    for r in spec.profile_rows:   # the index stored raw: an upper bound
+        size[f"table_{r}"] = n_rows * sb.table_per_row[str(r)] + index_bytes(rows_chunk)
     s = spec.shard_tiles
     objects = {
         "ostia": _objects(np.broadcast_to(ocean_chunks, written.shape), None),
@@ -588,15 +603,17 @@ def demo_per_sample(cube: str, preset: str = "argo_real", profile_rows: tuple[in
     for name, r in (("uncached", reads), ("cached", reads.regrouped(reads.group // cfg.block_size).merged())):
         dense = dense_read_bytes(r, rows_per_day, spec)
         per_sample[name] = {
-            "dense_listed": (listed if name == "uncached" else cached),
+            "dense_listed": {k: v / n for k, v in (listed if name == "uncached" else cached).items()},
             "count_sum_read": dense["count_sum_read"] / n, "count_sum_listed": dense["count_sum_listed"] / n,
             "n_obs": dense["n_obs"] / n,
             "table": {str(rows): table_read_bytes(r, rows_chunk, rows, spec.row_bytes) / n for rows in profile_rows},
         }
-        per_sample[name]["dense_listed"] = {k: v / n for k, v in per_sample[name]["dense_listed"].items()}
     rows = rows_chunk[rows_chunk > 0]
+    spans = {str(r): obs_chunk_spans(reads, rows_chunk, r) for r in profile_rows}
     return {"cube": str(cube), "preset": preset, "windows": n, "block_size": cfg.block_size,
             "per_sample": per_sample, "observed_rows": int(rows_chunk.sum()),
+            "obs_chunks_per_read": {r: float(np.mean(k1 - k0 + 1)) if k0.size else 0.0
+                                    for r, (_, k0, k1) in spans.items()},
             "rows_per_tile_time_chunk": {"mean": float(rows.mean()) if rows.size else 0.0,
                                          "median": float(np.median(rows)) if rows.size else 0.0,
                                          "max": int(rows.max()) if rows.size else 0,
@@ -642,8 +659,10 @@ def assumptions(report: dict) -> list[str]:
         f"(patch split {1 - s['val_fraction']:.0%}): {g['tiles_train']}",
         f"profiles: {s['profiles_per_month']:,.0f} a month (EN4) = {g['profiles'] / 1e6:.2f} M; "
         f"{sb['rows_per_profile']:.2f} observed (day, cell) rows per profile (the measured cube); "
-        "ASSUMED uniform over ocean cells, Poisson per cell-day (seeded draw). Real profiles cluster "
-        "(floats, repeat stations, moorings): fewer (tile, chunk) pairs hold rows, which lowers both layouts' reads",
+        + ("ASSUMED uniform over ocean cells" if s["cluster_fraction"] == 1 else
+           f"ASSUMED uniform over the ocean cells of {s['cluster_fraction']:.0%} of the chunks (clustered)")
+        + ", Poisson per cell-day (seeded draw). Real profiles cluster (floats, repeat stations, moorings): "
+        "fewer (tile, chunk) pairs hold rows (--cluster-fraction tries it)",
         f"levels per profile: {g['levels_per_profile']:.1f} (real Argo samples {', '.join(REAL_ARGO)}, reference "
         f"alignment); the measured cube's rows hold {sb['levels_per_row']:.1f} (its stored bytes per row are used as they are)",
         f"stored bytes per value measured on {sb['source']}: OSTIA {sb['ostia_per_ocean_value']:.3f} B per ocean "
@@ -716,7 +735,8 @@ def format_report(report: dict) -> str:
                          f"{_b(d['per_sample']['cached']['table'][str(r)])} |")
         rt = d["rows_per_tile_time_chunk"]
         lines.append(f"rows per (tile, time chunk) with rows: mean {rt['mean']:.1f}, median {rt['median']:.0f}, "
-                     f"max {rt['max']} ({rt['chunks_with_rows']} of them)")
+                     f"max {rt['max']} ({rt['chunks_with_rows']} of them); obs chunks per (tile, time chunk) read: "
+                     + ", ".join(f"{v:.2f} at {r} rows" for r, v in d["obs_chunks_per_read"].items()))
     rec = report.get("recommendation")
     if rec:
         lines += ["", f"Recommendation: profile_rows = {rec['profile_rows']} (fewest decoded bytes per epoch: "
@@ -751,12 +771,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--end", default=CubeSpec.end)
     p.add_argument("--profiles-per-month", type=float, default=CubeSpec.profiles_per_month)
     p.add_argument("--shard-tiles", type=int, default=CubeSpec.shard_tiles)
+    p.add_argument("--cluster-fraction", type=float, default=CubeSpec.cluster_fraction,
+                   help="profiles only on this share of the ocean chunks (default %(default)s: all)")
     p.add_argument("--profile-rows", default="128,256", help="comma-separated obs chunk lengths (default: %(default)s)")
     p.add_argument("--no-demo", action="store_true", help="skip the demo cube's per-sample measurement")
     args = p.parse_args(argv)
     try:
         spec = CubeSpec(start=args.start, end=args.end, profiles_per_month=args.profiles_per_month,
-                        shard_tiles=args.shard_tiles, profile_rows=tuple(int(r) for r in args.profile_rows.split(",")))
+                        shard_tiles=args.shard_tiles, cluster_fraction=args.cluster_fraction, profile_rows=tuple(int(r) for r in args.profile_rows.split(",")))
         report = run(args.cube, spec, demo=not args.no_demo)
     except (ValueError, OSError) as e:
         print(f"global_estimate: error: {e}", file=sys.stderr)

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.global_estimate import (CubeSpec, StoredBytes, epoch_bytes, nearest_snapshot, real_ocean_mask, stored,
-                                   table_index)
+from bench.global_estimate import (CubeSpec, StoredBytes, epoch_bytes, nearest_snapshot, poisson_rows,
+                                   real_ocean_mask, stored, table_index)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,6 +49,7 @@ def test_epoch_bytes_match_a_hand_count():
     e = epoch_bytes(*TRAIN_TILES, known_rows(), TINY)
     assert (e["windows"], e["blocks"]) == (28, 7)          # 2 tiles x centres 1..14; blocks of 4
     plane, profile, snapshot, row = 8 * 16 * 4, 8 * 16 * 50 * 8, 50 * 16 * 4, 412
+    index = 2 * 8 * 8   # obs_start + obs_stop, int64 per (2 time chunks x 2 x 2 tiles), decoded once
     u, c = e["uncached"], e["cached"]
     # Uncached: each tile reads tc0 for centres 1..8 and tc1 for 7..14: 16 chunk reads a tile.
     assert u["n_obs"] == u["ostia"] == 32 * plane
@@ -58,7 +59,7 @@ def test_epoch_bytes_match_a_hand_count():
     assert u["count_sum_read"] == 7 * profile
     # Table: tile (0,0) c1-6 chunk 0 (4 rows), c7-8 chunks 0+2 (7), c9-14 chunk 2 (3);
     # tile (1,1) c1-8 chunks 1+2 (7), c9-14 nothing: 24 + 14 + 18 + 56 = 112 rows.
-    assert u["table"]["4"] == 112 * row
+    assert u["table"]["4"] == 112 * row + index
     # GLORYS snapshots per window, summed over centres 1..14: 1,1,2,2,1,1,1,1,1,2,2,1,1,1 = 18 a tile.
     assert u["glorys"] == 36 * snapshot
     # Cached: blocks B0 (0,0) c1-4 | B1 c5-8 | B2 c9-12 | B3 (0,0) c13-14 + (1,1) c1-2 | B4 c3-6 | B5 c7-10 | B6 c11-14
@@ -67,7 +68,7 @@ def test_epoch_bytes_match_a_hand_count():
     # observed among the days read: B0 tc0 (day 0), B1 tc1 (day 9), B2 tc1, B3 (1,1) tc0 (day 3), B4 tc0
     assert c["count_sum_read"] == 5 * profile
     # obs chunks per block: {0}, {0,2}, {2}, {2} + {1,2}, {1,2}, {1,2}, {} -> 4+7+3+7+7+7 rows
-    assert c["table"]["4"] == 35 * row
+    assert c["table"]["4"] == 35 * row + index
     # snapshot ranges per (block, tile): 2, 1, 2, 1 + 1, 2, 2, 2
     assert c["glorys"] == 13 * snapshot
 
@@ -87,6 +88,24 @@ def test_stored_sizes_and_objects_by_hand():
     assert st["objects"] == {"ostia": 8, "glorys": 12, "profiles_dense": 12, "table_4": 5 * 3 + 2}
     # one 2 x 2 shard per time step; table shards of 4 obs chunks = 16 rows
     assert st["objects_sharded"] == {"ostia": 2, "glorys": 3, "profiles_dense": 6, "table_4": 5 + 2}
+
+
+@pytest.mark.parametrize("cluster", [1.0, 0.5])
+def test_poisson_rows_keep_the_daily_total_and_follow_the_ocean(cluster):
+    spec = CubeSpec(n_lat=40, n_lon=40, tile=10, start="2010-01-01", end="2010-12-31", cluster_fraction=cluster)
+    ocean = np.tile(np.array([0, 25, 50, 100]), (4, 1))          # ocean cells per chunk, one land column
+    rows = poisson_rows(spec, ocean, rows_per_day=1000.0)
+    total = rows.sum()
+    assert abs(total - 365_000) < 5 * np.sqrt(365_000)           # Poisson: 5 sigma
+    per_chunk = rows.sum(axis=0)
+    assert (per_chunk[:, 0] == 0).all()                           # no profile on land
+    used = per_chunk > 0
+    if cluster == 1.0:
+        assert used[:, 1:].all()
+        expected = 365_000 * ocean / ocean.sum()
+        assert np.all(np.abs(per_chunk - expected) < 5 * np.sqrt(expected) + 1)
+    else:
+        assert 0 < used.sum() < 12                                # only a share of the ocean chunks
 
 
 def test_real_ocean_mask_puts_land_and_sea_where_they_are(real_data):
