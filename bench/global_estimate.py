@@ -40,7 +40,7 @@ import math
 import os
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +85,9 @@ class CubeSpec:
                      "window_days", "block_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.n_days < self.window_days:
+            raise ValueError(f"end: {self.start}..{self.end} holds {self.n_days} days, fewer than one "
+                             f"{self.window_days}-day window")
         if not 0 < self.cluster_fraction <= 1:
             raise ValueError(f"cluster_fraction: must be in (0, 1], got {self.cluster_fraction}")
         if not all(r >= 1 for r in self.profile_rows):
@@ -497,8 +500,11 @@ def measure_stored_bytes(cube: str, spec: CubeSpec) -> StoredBytes:
     written with its own codecs in chunks of each ``spec.profile_rows``."""
     import zarr
 
+    from cube.layout import check_contract
+
     path = Path(cube)
     g = zarr.open_group(str(path), mode="r")
+    check_contract(g, str(cube))   # a foreign store: one line (ContractError), before anything is read
     ocean = g["static/ocean_mask"][:]
     n_obs = g["profiles/n_obs"][:]
     ct, _, cs, _ = g["profiles/count"].chunks
@@ -664,12 +670,13 @@ def assumptions(report: dict) -> list[str]:
         + ", Poisson per cell-day (seeded draw). Real profiles cluster (floats, repeat stations, moorings): "
         "fewer (tile, chunk) pairs hold rows (--cluster-fraction tries it)",
         f"levels per profile: {g['levels_per_profile']:.1f} (real Argo samples {', '.join(REAL_ARGO)}, reference "
-        f"alignment); the measured cube's rows hold {sb['levels_per_row']:.1f} (its stored bytes per row are used as they are)",
+        f"alignment); the measured cube's rows hold {sb['levels_per_row']:.1f} (its bytes per row are used as measured)",
         f"stored bytes per value measured on {sb['source']}: OSTIA {sb['ostia_per_ocean_value']:.3f} B per ocean "
         f"cell-day, GLORYS {sb['glorys_per_ocean_column']:.1f} B per ocean column, dense profile chunks "
         + ", ".join(f"{v} {sb['profile_empty_chunk'][v]} B empty + {sb['profile_per_row'][v]:.0f} B per row"
                     for v in ("n_obs", "count", "sum"))
-        + "; table " + ", ".join(f"{sb['table_per_row'][str(r)]:.1f} B per row at {r} rows a chunk" for r in s["profile_rows"]),
+        + "; table " + ", ".join(f"{sb['table_per_row'][str(r)]:.1f} B per row at {r} rows a chunk"
+                                 for r in s["profile_rows"]),
         f"an epoch: every train window once ({s['window_days']}-day windows, blocks of {s['block_size']}); cached = "
         "each chunk once per block (the reader's LRU holds one block's chunks), uncached = every chunk every window",
         f"sharded: {s['shard_tiles']} x {s['shard_tiles']} spatial chunks per shard; the table's obs arrays in "
@@ -684,66 +691,79 @@ def _b(x: float) -> str:
     return f"{x:.0f} B"
 
 
+def _row(label: str, *cells) -> str:
+    return "| " + " | ".join([label, *map(str, cells)]) + " |"
+
+
 def format_report(report: dict) -> str:
-    g = report["global"]
-    rows = g["spec"]["profile_rows"]
-    st, ep = g["stored"], g["epoch"]
-    dense_c = ep["cached"]["n_obs"] + ep["cached"]["count_sum_read"]
-    dense_u = ep["uncached"]["n_obs"] + ep["uncached"]["count_sum_read"]
-    lines = ["Global cube estimate (issue 13)", "",
-             "| | dense count/sum/n_obs | " + " | ".join(f"table, {r} rows/chunk" for r in rows) + " |",
-             "|---|---|" + "---|" * len(rows),
-             f"| stored | {_b(st['bytes']['profiles_dense'])} | " + " | ".join(_b(st['bytes'][f'table_{r}']) for r in rows) + " |",
-             f"| objects | {st['objects']['profiles_dense']:,} | " + " | ".join(f"{st['objects'][f'table_{r}']:,}" for r in rows) + " |",
-             f"| objects, sharded | {st['objects_sharded']['profiles_dense']:,} | "
-             + " | ".join(f"{st['objects_sharded'][f'table_{r}']:,}" for r in rows) + " |",
-             f"| decoded per epoch, cached | {_b(dense_c)} | " + " | ".join(_b(ep['cached']['table'][str(r)]) for r in rows) + " |",
-             f"| decoded per epoch, uncached | {_b(dense_u)} | " + " | ".join(_b(ep['uncached']['table'][str(r)]) for r in rows) + " |",
-             "| table / dense, cached | 1 | " + " | ".join(f"{g['ratios']['cached'][str(r)]:.3%}" for r in rows) + " |",
-             "", f"dense decoded if every listed count/sum chunk were decoded (window_chunks): cached "
-                 f"{_b(ep['cached']['n_obs'] + ep['cached']['count_sum_listed'])}",
-             f"context, decoded per epoch cached / uncached: OSTIA {_b(ep['cached']['ostia'])} / {_b(ep['uncached']['ostia'])}, "
-             f"GLORYS {_b(ep['cached']['glorys'])} / {_b(ep['uncached']['glorys'])}; stored OSTIA {_b(st['bytes']['ostia'])} "
-             f"({st['objects']['ostia']:,} objects, sharded {st['objects_sharded']['ostia']:,}), GLORYS "
-             f"{_b(st['bytes']['glorys'])} ({st['objects']['glorys']:,}, sharded {st['objects_sharded']['glorys']:,})",
-             f"{ep['windows']:,} train windows in {ep['blocks']:,} blocks; {st['rows']:,} table rows; "
-             f"{st['dense_chunks_written']:,} (time chunk, tile) with rows (dense chunks written, per array)"]
-    c = g["issue_checks"]
-    lines += ["", "The issue's figures, ours:",
-              f"- dense decoded {ISSUE['dense_decoded_tb']} TB: {c['dense_decoded_tb']:.2f} TB (count+sum+n_obs over every "
-              f"cell-day; count+sum alone {c['count_sum_only_tb']:.2f} TB)",
-              f"- {ISSUE['nonzero_values_m']:.0f} M non-zero values: {c['nonzero_values_m']:.0f} M "
-              f"({g['levels_per_profile']:.1f} levels per profile; the issue's implies "
-              f"{ISSUE['nonzero_values_m'] * 1e6 / g['profiles']:.1f})",
-              f"- COO {ISSUE['coo_gb']} GB: {c['coo_gb_13B']:.2f} GB at the 13 B per value the issue's figure implies",
-              f"- one row per profile {ISSUE['row_per_profile_gb']} GB: {c['row_per_profile_gb']:.2f} GB (50 float32); "
-              f"the decided table (one row per cell-day, count and sum): {c['table_rows_decoded_gb']:.2f} GB decoded",
-              f"- ~{ISSUE['epoch_zeros_tb']:.0f} TB decoded per epoch: {c['epoch_dense_read_tb']:.2f} TB cached "
-              f"(each chunk once per block), {c['epoch_dense_uncached_tb']:.2f} TB uncached"]
-    d = report.get("demo")
-    if d:
-        lines += ["", f"Demo cube, {d['preset']}, {d['windows']} train windows, decoded bytes per sample (measured):",
-                  "| | uncached (per window) | cached (per block, per sample) |", "|---|---|---|"]
-        for key in ("profiles/n_obs", "profiles/count", "profiles/sum", "ostia/analysed_sst", "glorys/thetao"):
-            lines.append(f"| dense {key} (listed) | {_b(d['per_sample']['uncached']['dense_listed'].get(key, 0))} | "
-                         f"{_b(d['per_sample']['cached']['dense_listed'].get(key, 0))} |")
-        for name in ("count_sum_read",):
-            lines.append(f"| dense count+sum with an observation | {_b(d['per_sample']['uncached'][name])} | "
-                         f"{_b(d['per_sample']['cached'][name])} |")
-        for r in rows:
-            lines.append(f"| table, {r} rows/chunk | {_b(d['per_sample']['uncached']['table'][str(r)])} | "
-                         f"{_b(d['per_sample']['cached']['table'][str(r)])} |")
-        rt = d["rows_per_tile_time_chunk"]
-        lines.append(f"rows per (tile, time chunk) with rows: mean {rt['mean']:.1f}, median {rt['median']:.0f}, "
-                     f"max {rt['max']} ({rt['chunks_with_rows']} of them); obs chunks per (tile, time chunk) read: "
-                     + ", ".join(f"{v:.2f} at {r} rows" for r, v in d["obs_chunks_per_read"].items()))
+    """The report as text: the global table, the issue's figures, the demo, the recommendation and
+    the assumptions."""
+    lines = _global_lines(report["global"]) + [""] + _issue_lines(report["global"])
+    if report.get("demo"):
+        lines += [""] + _demo_lines(report["demo"], report["global"]["spec"]["profile_rows"])
     rec = report.get("recommendation")
     if rec:
         lines += ["", f"Recommendation: profile_rows = {rec['profile_rows']} (fewest decoded bytes per epoch: "
                   + ", ".join(f"{r}: {_b(v)}" for r, v in rec["epoch_table_bytes"].items()) + "; objects "
                   + ", ".join(f"{r}: {v:,}" for r, v in rec["objects"].items()) + ")"]
-    lines += ["", "Assumptions:"] + [f"- {a}" for a in assumptions(report)]
-    return "\n".join(lines)
+    return "\n".join(lines + ["", "Assumptions:"] + [f"- {a}" for a in assumptions(report)])
+
+
+def _global_lines(g: dict) -> list[str]:
+    rows = [str(r) for r in g["spec"]["profile_rows"]]
+    st, ep = g["stored"], g["epoch"]
+    dense = {k: ep[k]["n_obs"] + ep[k]["count_sum_read"] for k in ("cached", "uncached")}
+    objects = lambda kind, name: f"{st[kind][name]:,}"  # noqa: E731
+    lines = ["Global cube estimate (issue 13)", "",
+             _row("", "dense count/sum/n_obs", *(f"table, {r} rows/chunk" for r in rows)),
+             "|---|---|" + "---|" * len(rows),
+             _row("stored", _b(st["bytes"]["profiles_dense"]), *(_b(st["bytes"][f"table_{r}"]) for r in rows)),
+             _row("objects", objects("objects", "profiles_dense"), *(objects("objects", f"table_{r}") for r in rows)),
+             _row("objects, sharded", objects("objects_sharded", "profiles_dense"),
+                  *(objects("objects_sharded", f"table_{r}") for r in rows))]
+    for kind in ("cached", "uncached"):
+        lines.append(_row(f"decoded per epoch, {kind}", _b(dense[kind]), *(_b(ep[kind]["table"][r]) for r in rows)))
+    lines += [_row("table / dense, cached", 1, *(f"{g['ratios']['cached'][r]:.3%}" for r in rows)), "",
+              "dense decoded if every listed count/sum chunk were decoded (window_chunks): cached "
+              f"{_b(ep['cached']['n_obs'] + ep['cached']['count_sum_listed'])}"]
+    for name in ("ostia", "glorys"):
+        lines.append(f"context, {name}: decoded per epoch {_b(ep['cached'][name])} cached, "
+                     f"{_b(ep['uncached'][name])} uncached; stored {_b(st['bytes'][name])}, "
+                     f"{objects('objects', name)} objects ({objects('objects_sharded', name)} sharded)")
+    lines.append(f"{ep['windows']:,} train windows in {ep['blocks']:,} blocks; {st['rows']:,} table rows; "
+                 f"{st['dense_chunks_written']:,} (time chunk, tile) with rows (dense chunks written, per array)")
+    return lines
+
+
+def _issue_lines(g: dict) -> list[str]:
+    c = g["issue_checks"]
+    implied = ISSUE["nonzero_values_m"] * 1e6 / g["profiles"]
+    return ["The issue's figures, ours:",
+            f"- dense decoded {ISSUE['dense_decoded_tb']} TB: {c['dense_decoded_tb']:.2f} TB (count+sum+n_obs over "
+            f"every cell-day; count+sum alone {c['count_sum_only_tb']:.2f} TB)",
+            f"- {ISSUE['nonzero_values_m']:.0f} M non-zero values: {c['nonzero_values_m']:.0f} M "
+            f"({g['levels_per_profile']:.1f} levels per profile; the issue's figure implies {implied:.1f})",
+            f"- COO {ISSUE['coo_gb']} GB: {c['coo_gb_13B']:.2f} GB at the 13 B per value the issue's figure implies",
+            f"- one row per profile {ISSUE['row_per_profile_gb']} GB: {c['row_per_profile_gb']:.2f} GB (50 float32); "
+            f"the decided table (a row per cell-day, count and sum): {c['table_rows_decoded_gb']:.2f} GB decoded",
+            f"- ~{ISSUE['epoch_zeros_tb']:.0f} TB decoded per epoch: {c['epoch_dense_read_tb']:.2f} TB cached "
+            f"(each chunk once per block), {c['epoch_dense_uncached_tb']:.2f} TB uncached"]
+
+
+def _demo_lines(d: dict, profile_rows) -> list[str]:
+    u, c = d["per_sample"]["uncached"], d["per_sample"]["cached"]
+    lines = [f"Demo cube, {d['preset']}, {d['windows']} train windows, decoded bytes per sample (measured):",
+             _row("", "uncached (per window)", "cached (per block, per sample)"), "|---|---|---|"]
+    for key in ("profiles/n_obs", "profiles/count", "profiles/sum", "ostia/analysed_sst", "glorys/thetao"):
+        lines.append(_row(f"dense {key} (listed)", _b(u["dense_listed"].get(key, 0)), _b(c["dense_listed"].get(key, 0))))
+    lines.append(_row("dense count+sum with an observation", _b(u["count_sum_read"]), _b(c["count_sum_read"])))
+    for r in map(str, profile_rows):
+        lines.append(_row(f"table, {r} rows/chunk", _b(u["table"][r]), _b(c["table"][r])))
+    rt = d["rows_per_tile_time_chunk"]
+    lines.append(f"rows per (tile, time chunk) with rows: mean {rt['mean']:.1f}, median {rt['median']:.0f}, "
+                 f"max {rt['max']} ({rt['chunks_with_rows']} of them); obs chunks per (tile, time chunk) read: "
+                 + ", ".join(f"{v:.2f} at {r} rows" for r, v in d["obs_chunks_per_read"].items()))
+    return lines
 
 
 def run(cube: str | None = None, spec: CubeSpec = CubeSpec(), demo: bool = True) -> dict:
@@ -773,18 +793,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shard-tiles", type=int, default=CubeSpec.shard_tiles)
     p.add_argument("--cluster-fraction", type=float, default=CubeSpec.cluster_fraction,
                    help="profiles only on this share of the ocean chunks (default %(default)s: all)")
-    p.add_argument("--profile-rows", default="128,256", help="comma-separated obs chunk lengths (default: %(default)s)")
+    p.add_argument("--profile-rows", default=(128, 256), type=_int_list,
+                   help="comma-separated obs chunk lengths (default: 128,256)")
     p.add_argument("--no-demo", action="store_true", help="skip the demo cube's per-sample measurement")
     args = p.parse_args(argv)
+    from cube.errors import DepthcubeError
+
     try:
         spec = CubeSpec(start=args.start, end=args.end, profiles_per_month=args.profiles_per_month,
-                        shard_tiles=args.shard_tiles, cluster_fraction=args.cluster_fraction, profile_rows=tuple(int(r) for r in args.profile_rows.split(",")))
+                        shard_tiles=args.shard_tiles, cluster_fraction=args.cluster_fraction,
+                        profile_rows=args.profile_rows)
         report = run(args.cube, spec, demo=not args.no_demo)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, DepthcubeError) as e:
         print(f"global_estimate: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=1, default=_json) if args.json else format_report(report))
     return 0
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def _json(o):
