@@ -52,7 +52,7 @@ REAL_ARGO = ("13857_prof.nc", "D5900446_001.nc")
 
 #: The issue's own figures (issue 13), checked in :func:`issue_checks`.
 ISSUE = {"dense_decoded_tb": 14.4, "nonzero_values_m": 251.0, "coo_gb": 3.3, "row_per_profile_gb": 1.4,
-         "epoch_zeros_tb": 21.0, "target_ratio": 0.01}
+         "epoch_zeros_tb": 21.0}
 INT32, FLOAT32, INT64 = 4, 4, 8
 TB, GB, MB = 1e12, 1e9, 1e6
 
@@ -108,7 +108,10 @@ class CubeSpec:
 
     @property
     def radius(self) -> int:
-        return (self.window_days + 1 - self.window_days % 2) // 2
+        """Days on each side of a window's centre (an even ``window_days`` is made odd)."""
+        from cube.tiling import window_radius
+
+        return window_radius(self.window_days)
 
     @property
     def n_snapshots(self) -> int:
@@ -496,8 +499,9 @@ def _encoded_bytes(values: np.ndarray, chunks: tuple[int, ...], like) -> int:
 
 
 def measure_stored_bytes(cube: str, spec: CubeSpec) -> StoredBytes:
-    """Bytes per value the local ``cube`` stores (see :class:`StoredBytes`), its table rows
-    written with its own codecs in chunks of each ``spec.profile_rows``."""
+    """Bytes per value the local, unsharded ``cube`` stores (see :class:`StoredBytes`; one chunk
+    is one file there), its table rows written with its own codecs in chunks of each
+    ``spec.profile_rows``."""
     import zarr
 
     from cube.layout import check_contract
@@ -505,6 +509,8 @@ def measure_stored_bytes(cube: str, spec: CubeSpec) -> StoredBytes:
     path = Path(cube)
     g = zarr.open_group(str(path), mode="r")
     check_contract(g, str(cube))   # a foreign store: one line (ContractError), before anything is read
+    if any(g[p].shards is not None for p in ("ostia/analysed_sst", "glorys/thetao", "profiles/count")):
+        raise ValueError(f"{cube}: a sharded cube (one file holds many chunks); measure an unsharded one")
     ocean = g["static/ocean_mask"][:]
     n_obs = g["profiles/n_obs"][:]
     ct, _, cs, _ = g["profiles/count"].chunks
