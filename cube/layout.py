@@ -16,6 +16,20 @@ Chunking (guidance, decided by measurement, see README "Cube layout"):
 Codecs: Blosc(zstd, clevel 3, byte shuffle), then a crc32c checksum of the compressed chunk, for
 every array (:func:`array_compressors`): a damaged chunk is a decode error, never plausible values.
 
+The profile observation table (contract v2; built by ``cube.obs_table``): ``profiles/obs_day``,
+``obs_row``, ``obs_col`` (obs,) and ``obs_count``, ``obs_sum`` (obs, depth), one row per observed
+(UTC day, cell), rows sorted by (time block, lat block, lon block, day, row, col), and the index
+``obs_start``/``obs_stop`` (time_block, lat_block, lon_block) with the block sizes as attributes
+(:data:`INDEX_BLOCK_ATTRS`). The loaders read only the table; ``count``/``sum``/``n_obs`` stay
+dense for plain xarray. Decided by measurement (``python -m bench.profile_store``, demo cube,
+README "The profile observation table"): the dense count+sum store 2.09 MB (their zeros compress
+well) against the table's 0.17 MB, so keeping both is cheap, while a sample decodes 2.1 kB of
+table instead of 7.37 MB of dense chunks. ``chunks.profile_rows`` = 256: 167 kB decoded per cold
+sample on the demo (128: 103 kB, 1024: 396 kB) and, for a global 2010-2024 cube (~7 M rows),
+137k table objects (128: 273k) and 0.22 % of the dense layout's decoded bytes per epoch. The table
+is never sharded: its object count needs no sharding, and plain chunks keep the loaders' direct
+decode path.
+
 Attributes (CF-1.10, so ``xr.open_datatree(cube, engine="zarr").to_netcdf(path)`` works and
 cf_xarray finds every axis):
 - every group has ``Conventions`` and ``title`` (:func:`group_attrs`); lat/lon have cell bounds

@@ -185,14 +185,15 @@ class CubeReader:
         h = rows.stop - rows.start
         w = len(cols) if isinstance(cols, np.ndarray) else cols.stop - cols.start
         nlev = self.array("profiles/obs_count").shape[1]
-        count = np.zeros((h * w, nlev), np.int32)
-        total = np.zeros((h * w, nlev), np.float32)
+        count = np.zeros((nlev, h * w), np.int32)
+        total = np.zeros((nlev, h * w), np.float32)
         at, r, c = self.observed_rows(time, rows, cols)
         if at.size:
             pix = ((h - 1 - r) if north_up else r) * w + c
-            np.add.at(count, pix, self._table_rows("profiles/obs_count", at))
-            np.add.at(total, pix, self._table_rows("profiles/obs_sum", at))
-        return count.T.reshape(nlev, h, w), total.T.reshape(nlev, h, w)
+            # level-major output (no transposing copy); each pixel's rows still added in day order
+            np.add.at(count, (slice(None), pix), self._table_rows("profiles/obs_count", at).T)
+            np.add.at(total, (slice(None), pix), self._table_rows("profiles/obs_sum", at).T)
+        return count.reshape(nlev, h, w), total.reshape(nlev, h, w)
 
     def observed_rows(self, time: slice, rows: slice, cols: np.ndarray | slice) -> tuple[np.ndarray, ...]:
         """The table rows holding observations of the window: (row numbers in the table, window
