@@ -137,7 +137,21 @@ def write_table(url: str, parts: list[tuple[int, int, int | None]], block: int, 
     for arr, values in ((start_arr, starts), (stop_arr, stops)):
         arr.resize(values.shape)
         arr[...] = values
+    _remove_stale_parts(url, {(t0, t1) for t0, t1, _ in parts})
     return offset
+
+
+def _remove_stale_parts(url: str, current: set[tuple[int, int]]) -> None:
+    """Delete the parts of daily chunks this cube no longer has (an append grew the last chunk)."""
+    fs, path = store.fs_and_path(_part_url(url, 0, 0))
+    folder = path.rsplit("/", 1)[0]
+    if not fs.exists(folder):
+        return
+    for name in fs.ls(folder, detail=False):
+        stem = name.rsplit("/", 1)[-1].removesuffix(".npz")
+        t0, _, t1 = stem.partition("-")
+        if t0.isdigit() and t1.isdigit() and (int(t0), int(t1)) not in current:
+            fs.rm(name)
 
 
 def rewrite_from_dense(url: str) -> int:

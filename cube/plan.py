@@ -270,7 +270,7 @@ def table_task(url: str, cfg: CubeConfig, tasks_b: dict, journal_entries: dict) 
     """key -> (kind, args) of the last phase: one task writing the observation table from the
     parts of the ``profiles-b`` tasks ``tasks_b`` (all done, their row counts in the journal).
     Its key is derived from theirs, so it runs again whenever any of them ran."""
-    parts = [(args[2], args[3], int(journal_entries[key]["rows"])) for key, (_, args) in tasks_b.items()]
+    parts = [(args[2], args[3], journal_entries[key].get("rows")) for key, (_, args) in tasks_b.items()]
     digest = hashlib.sha1(json.dumps(sorted(tasks_b)).encode()).hexdigest()[:12]
     block = cfg.chunks.spatial or cfg.patches.tile_size
     return {f"profiles-table:{digest}": ("profiles-table", (url, parts, block))}

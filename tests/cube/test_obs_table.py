@@ -107,6 +107,8 @@ def test_a_late_profile_file_and_new_days_keep_the_table_equal_to_a_fresh_build(
     add_days(demo, 6)                                     # then new days (the last day chunk grows)
     assert build(cfg, progress=False).status == "appended"
     assert_table_equals_dense(cfg.output)
+    parts = sorted(p.name for p in (Path(cfg.output) / ".build" / "table").iterdir())
+    assert parts == ["0-4.npz", "12-16.npz", "4-8.npz", "8-12.npz"]   # 16 days; the old "8-10" part is gone
     shutil.rmtree(fresh.output)
     build(tiny_cube_config(demo, tmp_path / "fresh.zarr"), progress=False)
     assert_same_cube(Path(cfg.output), Path(fresh.output))
