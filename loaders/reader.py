@@ -17,6 +17,12 @@ the direct decode verifies it before decompressing, and any chunk that fails to 
 either path, raises :class:`ChunkError` naming the variable and the chunk key
 (``ostia/analysed_sst: chunk c/0/1/2 ...``). Cubes built before the checksum still read, with a
 one-time warning per array that damage there cannot be detected (rebuild to add it).
+
+Profiles. The ``argo`` x (:meth:`CubeReader.profile_sums`) reads only the observation table of
+contract v2 (``profiles/obs_*``): its index once per process (:attr:`CubeReader.profile_index`),
+then the rows of the blocks a window overlaps, through the same chunk cache; rows that do not lie
+in the block their index range names raise :class:`ChunkError` (a table changed under the reader,
+or damaged), so a mismatch is never summed into x.
 """
 
 from __future__ import annotations

@@ -114,13 +114,28 @@ def test_a_late_profile_file_and_new_days_keep_the_table_equal_to_a_fresh_build(
     assert_same_cube(Path(cfg.output), Path(fresh.output))
 
 
-def test_the_table_task_runs_again_only_when_rasterising_ran(tiny_demo, tmp_path):
+def test_a_build_killed_before_the_table_resumes_and_writes_it(tiny_demo, tmp_path, monkeypatch):
+    """Every profiles-b task done, the table task not: the rerun skips the rest and writes the table."""
+    import cube.tasks as tasks
+
+    real = tasks.task_profile_table
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed before the table")
+
+    monkeypatch.setattr(tasks, "task_profile_table", crash)
     cfg = tiny_cube_config(tiny_demo, tmp_path / "cube.zarr")
-    build(cfg, progress=False)
-    again = build(cfg, progress=False, rebuild=False)
-    assert again.status == "up to date" and again.tasks_run == 0
+    with pytest.raises(RuntimeError, match="killed before the table"):
+        build(cfg, progress=False)
+    assert not Path(cfg.output).exists()
+    monkeypatch.setattr(tasks, "task_profile_table", real)
+    resumed = build(cfg, progress=False)
+    assert resumed.tasks_run == 1 and resumed.tasks_skipped > 0          # only the table task ran
+    n = assert_table_equals_dense(cfg.output)
     journal = store.Journal(cfg.output).entries
-    assert [e["rows"] for k, e in journal.items() if k.startswith("profiles-table:")] == [len(table(cfg.output)["day"])]
+    assert [e["rows"] for k, e in journal.items() if k.startswith("profiles-table:")] == [n]
+    again = build(cfg, progress=False)
+    assert again.status == "up to date" and again.tasks_run == 0
 
 
 # --------------------------------------------------------------------------------------------
