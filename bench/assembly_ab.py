@@ -6,6 +6,10 @@ DataLoader workers, batch 32, OpenMP/BLAS/torch pinned to one thread before impo
 the median over the rounds. Run (after ``make cube``):
 
     .venv/bin/python -m bench.assembly_ab --old 3fac004 --rounds 3 [--cube data/cube.zarr] [--samples 256]
+
+When the old revision reads another cube contract than the cube's (3fac004 reads v1, this tree
+writes v2), the old code reads a cube the old revision builds from the same inputs
+(``configs/cube.yaml`` with absolute paths, into the temporary folder), or ``--old-cube PATH``.
 """
 
 from __future__ import annotations
@@ -52,6 +56,30 @@ def export_revision(rev: str, into: Path) -> Path:
     return into
 
 
+def contract_of(tree: Path) -> str:
+    """The cube contract the code in ``tree`` reads (``cube.layout.CONTRACT``)."""
+    out = subprocess.run([sys.executable, "-c", "from cube.layout import CONTRACT; print(CONTRACT)"], cwd=tree,
+                         env={**os.environ, "PYTHONPATH": str(tree)}, check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def build_old_cube(tree: Path, into: Path) -> str:
+    """A cube built by the code in ``tree`` from the inputs of ``configs/cube.yaml`` (paths made
+    absolute, keys the old code does not know left out); returns its path."""
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "configs" / "cube.yaml").read_text())
+    cfg["inputs"] = {k: [str(ROOT / g) for g in v] for k, v in cfg["inputs"].items()}
+    cfg["output"] = str(into / "old_cube.zarr")
+    cfg["chunks"].pop("profile_rows", None)
+    cfg["compute"]["progress"] = False
+    path = into / "old_cube.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    subprocess.run([sys.executable, "-m", "depthcube", "build", str(path), "-q"], cwd=tree, check=True,
+                   env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True)
+    return cfg["output"]
+
+
 def measure(tree: Path, cube: str, preset: str, samples: int) -> float:
     env = {**os.environ, **THREAD_ENV, "PYTHONPATH": str(tree)}
     out = subprocess.run([sys.executable, "-c", MEASURE, cube, preset, str(samples)], cwd=tree, env=env,
@@ -63,6 +91,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--old", required=True, help="git revision of the old code")
     ap.add_argument("--cube", default=str(ROOT / "data" / "cube.zarr"))
+    ap.add_argument("--old-cube", default=None, help="the cube the old code reads (default: --cube, or one the "
+                                                     "old revision builds when it reads another contract)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--samples", type=int, default=256, help="samples per run after the first batch")
     ap.add_argument("--presets", nargs="+", default=list(PRESETS))
@@ -70,11 +100,16 @@ def main(argv=None) -> dict:
     cube = str(Path(args.cube).resolve())
     rates: dict = {p: {"old": [], "new": []} for p in args.presets}
     with tempfile.TemporaryDirectory() as tmp:
-        old = export_revision(args.old, Path(tmp))
+        old = export_revision(args.old, Path(tmp) / "tree")
+        old_cube = args.old_cube
+        if old_cube is None:
+            same = contract_of(old) == contract_of(ROOT)
+            old_cube = cube if same else build_old_cube(old, Path(tmp))
+        cubes = {"old": str(Path(old_cube).resolve()), "new": cube}
         for r in range(args.rounds):
             for preset in args.presets:
                 for which, tree in (("old", old), ("new", ROOT)) if r % 2 == 0 else (("new", ROOT), ("old", old)):
-                    rates[preset][which].append(measure(tree, cube, preset, args.samples))
+                    rates[preset][which].append(measure(tree, cubes[which], preset, args.samples))
                     print(f"round {r + 1} {preset:16s} {which}: {rates[preset][which][-1]:7.1f} samples/s", flush=True)
     report = {p: {"old_median": statistics.median(v["old"]), "new_median": statistics.median(v["new"]),
                   "speedup": statistics.median(v["new"]) / statistics.median(v["old"]), **v}

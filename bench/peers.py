@@ -478,26 +478,23 @@ def chunk_plan(stream, indices) -> list[tuple[str, tuple[int, ...]]]:
     return list(plan)
 
 
-PROFILE_VALUES = ("profiles/count", "profiles/sum")
+PROFILE_VALUES = ("profiles/obs_count", "profiles/obs_sum")
 
 
 def needed_chunks(stream, index: int) -> list[tuple[str, tuple[int, ...]]]:
     """:meth:`~loaders.stream.CubeStream.window_chunks` of window ``index`` without its upper bound:
-    the ``profiles/count`` and ``profiles/sum`` chunks are only those holding an observation of
-    the window (``profiles/n_obs`` > 0 on one of its days in one of its cells), which is all the
-    stream gathers. Read order kept."""
+    the ``profiles/obs_count`` and ``profiles/obs_sum`` chunks are only those holding a table row
+    of the window (:meth:`~loaders.reader.CubeReader.observed_rows`), which is all the stream
+    decodes of them. Read order kept."""
     listed = stream.window_chunks(int(index))
     if not any(path in PROFILE_VALUES for path, _ in listed):
         return listed
     w = stream.windows[int(index)]
-    n_obs = stream.reader.read("profiles/n_obs", w.time, w.rows, w.cols)
-    d, r, c = np.nonzero(n_obs)
-    cols = np.arange(w.cols.start, w.cols.stop) if isinstance(w.cols, slice) else np.asarray(w.cols)
+    at = stream.reader.observed_rows(w.time, w.rows, w.cols)[0]
     observed = set()
     for path in PROFILE_VALUES:
-        ct, _, cr, cc = stream.reader.array(path).chunks
-        keys = zip((w.time.start + d) // ct, (w.rows.start + r) // cr, cols[c] // cc)
-        observed |= {(path, (int(t), 0, int(y), int(x))) for t, y, x in keys}
+        arr = stream.reader.array(path)
+        observed |= {(path, (int(k), 0)) for k in np.unique(at // arr.chunks[0])}
     return [k for k in listed if k[0] not in PROFILE_VALUES or k in observed]
 
 

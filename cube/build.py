@@ -10,7 +10,9 @@
    the grid and the daily axis, list the tasks.
 4. **run** (:mod:`cube.tasks` on :class:`cube.compute.TaskRunner`): the static fields
    (``ocean_mask``, ``bottom_level``) and the patch index (``cube.patches``) first, then the
-   tasks, in parallel over time with region writes to disjoint chunks, each journalled as it ends.
+   tasks, in parallel over time with region writes to disjoint chunks, each journalled as it ends;
+   last, one task writes the profile observation table from the rasterising tasks' parts
+   (:mod:`cube.obs_table`).
 5. **publish** (:func:`_finish`, then :func:`cube.store.publish`): patch index (``cube.index``),
    attributes (config, version, inputs with checksums and days, rejects) and consolidated
    metadata in one write (``cube.store.consolidate``), then rename ``<cube>.partial`` -> ``<cube>``.
@@ -42,7 +44,8 @@ from .errors import ConfigError, InputError
 from .grid import CubeGrid
 from .inputs import InputFile, expand_inputs
 from .layout import CONTRACT, decode_attrs
-from .plan import Plan, Reject, fingerprint, input_days, phase_a_tasks, phase_b_tasks, portable, same_build, scan, why_not_append
+from .plan import (Plan, Reject, fingerprint, input_days, phase_a_tasks, phase_b_tasks, portable, same_build, scan,
+                   table_task, why_not_append)
 from .tasks import regrid_static, runnable
 
 log = logging.getLogger("depthcube.build")
@@ -209,7 +212,12 @@ def _run_tasks(target: str, cfg: CubeConfig, plan: Plan, journal: store.Journal,
         todo_b = runnable({k: v for k, v in tasks_b.items() if not journal.done(k)})
         report.tasks_skipped += len(tasks_b) - len(todo_b)
         _run_phase(runner, todo_b, journal, report, strict, phase="b")
-    keys = sorted(set(tasks) | set(tasks_b))
+        # The observation table needs every chunk's rows, in time order: one task after phase b.
+        task_t = table_task(target, cfg, tasks_b, journal.entries)
+        todo_t = runnable({k: v for k, v in task_t.items() if not journal.done(k)})
+        report.tasks_skipped += len(task_t) - len(todo_t)
+        _run_phase(runner, todo_t, journal, report, strict, phase="table")
+    keys = sorted(set(tasks) | set(tasks_b) | set(task_t))
     _collect(journal, report, keys)
     return keys
 
@@ -289,7 +297,8 @@ def _run_phase(runner, todo: dict, journal: store.Journal, report: BuildReport, 
         journal.record({"task": key, **result})
         report.tasks_run += 1
 
-    runner.run(todo, on_result, desc="build: read+regrid" if phase == "a" else "build: rasterise profiles")
+    desc = {"a": "build: read+regrid", "b": "build: rasterise profiles", "table": "build: profile table"}[phase]
+    runner.run(todo, on_result, desc=desc)
 
 
 def _collect(journal: store.Journal, report: BuildReport, keys: list[str]):

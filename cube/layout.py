@@ -16,6 +16,20 @@ Chunking (guidance, decided by measurement, see README "Cube layout"):
 Codecs: Blosc(zstd, clevel 3, byte shuffle), then a crc32c checksum of the compressed chunk, for
 every array (:func:`array_compressors`): a damaged chunk is a decode error, never plausible values.
 
+The profile observation table (contract v2; built by ``cube.obs_table``): ``profiles/obs_day``,
+``obs_row``, ``obs_col`` (obs,) and ``obs_count``, ``obs_sum`` (obs, depth), one row per observed
+(UTC day, cell), rows sorted by (time block, lat block, lon block, day, row, col), and the index
+``obs_start``/``obs_stop`` (time_block, lat_block, lon_block) with the block sizes as attributes
+(:data:`INDEX_BLOCK_ATTRS`). The loaders read only the table; ``count``/``sum``/``n_obs`` stay
+dense for plain xarray. Decided by measurement (``python -m bench.profile_store``, demo cube,
+README "The profile observation table"): the dense count+sum store 2.09 MB (their zeros compress
+well) against the table's 0.17 MB, so keeping both is cheap, while a sample decodes 2.1 kB of
+table instead of 7.37 MB of dense chunks. ``chunks.profile_rows`` = 256: 167 kB decoded per cold
+sample on the demo (128: 103 kB, 1024: 396 kB) and, for a global 2010-2024 cube (~7 M rows),
+137k table objects (128: 273k) and 0.22 % of the dense layout's decoded bytes per epoch. The table
+is never sharded: its object count needs no sharding, and plain chunks keep the loaders' direct
+decode path.
+
 Attributes (CF-1.10, so ``xr.open_datatree(cube, engine="zarr").to_netcdf(path)`` works and
 cf_xarray finds every axis):
 - every group has ``Conventions`` and ``title`` (:func:`group_attrs`); lat/lon have cell bounds
@@ -44,7 +58,10 @@ from .errors import DepthcubeError
 from .spec import check
 from .tiling import PATCH_COLUMNS
 
-CONTRACT = "depthcube cube v1"
+CONTRACT = "depthcube cube v2"
+#: Earlier contracts of depthcube's own cubes: the builder recognises them as its own (``--rebuild``
+#: replaces them), the loaders refuse them with a one-line "rebuild" message.
+OLDER_CONTRACTS = ("depthcube cube v1",)
 CONVENTIONS = "CF-1.10"
 BOUNDS_DIM = "bnds"
 
@@ -68,18 +85,23 @@ class ChunkConfig:
     ``shard_tiles`` (Zarr v3 sharding, for global cubes): spatial chunks per shard side, so one
     storage object holds ``shard_tiles**2`` chunks and the object count drops by that factor;
     null = no sharding (the demo's choice: its cube has a few hundred objects).
+
+    ``profile_rows``: rows per chunk of the profile observation table (``profiles/obs_*``, dim
+    ``obs``); see the module docstring for the measurement behind the default.
     """
 
     days: int = 8
     spatial: int | None = None
     glorys_times: int = 1
     shard_tiles: int | None = None
+    profile_rows: int = 256
 
     def __post_init__(self):
         check(1 <= self.days <= 366, f"days: must be in 1..366, got {self.days}")
         check(self.spatial is None or self.spatial >= 8, f"spatial: must be >= 8 cells, got {self.spatial}")
         check(self.glorys_times >= 1, f"glorys_times: must be >= 1, got {self.glorys_times}")
         check(self.shard_tiles is None or self.shard_tiles >= 1, f"shard_tiles: must be >= 1, got {self.shard_tiles}")
+        check(self.profile_rows >= 1, f"profile_rows: must be >= 1, got {self.profile_rows}")
 
 
 @dataclass(frozen=True)
@@ -109,22 +131,42 @@ class VariableSpec:
         return f"{self.group}/{self.name}"
 
     def chunks(self, sizes: dict[str, int], chunking: ChunkConfig, tile: int) -> tuple[int, ...]:
-        """Chunk shape for an array with the given dimension sizes."""
+        """Chunk shape for an array with the given dimension sizes. The dims the table grows
+        along (``obs``, ``time_block``) get a fixed chunk length whatever their size, so growing
+        them (appends) never changes the chunk shape."""
         spatial = chunking.spatial or tile
-        per_dim = {"lat": spatial, "lon": spatial, "depth": sizes.get("depth", 1), "patch": sizes.get("patch", 1)}
+        per_dim = {"lat": spatial, "lon": spatial, "depth": sizes.get("depth", 1), "patch": sizes.get("patch", 1),
+                   "lat_block": sizes.get("lat_block", 1), "lon_block": sizes.get("lon_block", 1)}
+        growing = {"obs": chunking.profile_rows, "time_block": INDEX_TIME_BLOCKS_PER_CHUNK}
         time_chunk = chunking.glorys_times if self.group == "glorys" else chunking.days
-        return tuple(min(sizes[d], per_dim.get(d, time_chunk)) if sizes[d] else 1 for d in self.dims)
+        return tuple(growing[d] if d in growing else min(sizes[d], per_dim.get(d, time_chunk)) if sizes[d] else 1
+                     for d in self.dims)
 
     def shards(self, sizes: dict[str, int], chunking: ChunkConfig, tile: int) -> tuple[int, ...] | None:
         """Shard shape: ``shard_tiles`` chunks per side in lat/lon, one chunk along the other dims
-        (so each build task, which owns whole time chunks, owns whole shards)."""
-        if not chunking.shard_tiles:
+        (so each build task, which owns whole time chunks, owns whole shards). Arrays without
+        lat/lon (the profile table and its index) are never sharded (module docstring)."""
+        if not chunking.shard_tiles or not {"lat", "lon"} <= set(self.dims):
             return None
         chunks = self.chunks(sizes, chunking, tile)
         return tuple(c * chunking.shard_tiles if d in ("lat", "lon") else c for d, c in zip(self.dims, chunks))
 
 
 TEMPERATURE_C = {"units": "degC", "standard_name": "sea_water_potential_temperature"}
+
+#: Dims of the observation table's index: the (time chunk, lat chunk, lon chunk) block of a row.
+INDEX_DIMS = ("time_block", "lat_block", "lon_block")
+#: Index blocks per chunk along ``time_block`` (fixed, so an append never changes the chunk shape).
+INDEX_TIME_BLOCKS_PER_CHUNK = 64
+#: Attributes of ``profiles/obs_start`` giving the block size: days per time block, cells per lat/lon block.
+INDEX_BLOCK_ATTRS = ("block_days", "block_cells")
+TABLE_COMMENT = ("one row per observed (UTC day, cell), the 50 GLORYS levels along depth: the nonzero cells of "
+                 "profiles/count and profiles/sum, exactly. day = profiles/time[obs_day], lat = profiles/lat[obs_row], "
+                 "lon = profiles/lon[obs_col] (cell centres; profiles/lat_bnds, lon_bnds the edges). Rows sorted by "
+                 "(time block, lat block, lon block, day, row, col), blocks as profiles/obs_start says")
+INDEX_COMMENT = ("rows [obs_start, obs_stop) of the profiles/obs_* table are the observations of one block: days "
+                 "[t * block_days, (t + 1) * block_days) of profiles/time, rows [i * block_cells, (i + 1) * block_cells) "
+                 "of profiles/lat and columns [j * block_cells, (j + 1) * block_cells) of profiles/lon")
 
 VARIABLES: tuple[VariableSpec, ...] = (
     VariableSpec("ostia", "analysed_sst", ("time", "lat", "lon"), "float32", np.nan, {
@@ -148,6 +190,34 @@ VARIABLES: tuple[VariableSpec, ...] = (
     VariableSpec("profiles", "n_obs", ("time", "lat", "lon"), "int32", 0, {
         "units": "1", "long_name": "profile values per cell and UTC day, all levels together (count summed over depth)",
         "cell_methods": "time: sum",
+    }),
+    VariableSpec("profiles", "obs_day", ("obs",), "int32", 0, {
+        "units": "1", "long_name": "observation table: index of the row's UTC day on profiles/time",
+        "comment": TABLE_COMMENT,
+    }),
+    VariableSpec("profiles", "obs_row", ("obs",), "int32", 0, {
+        "units": "1", "long_name": "observation table: index of the row's cell on profiles/lat (row 0 = south)",
+        "comment": TABLE_COMMENT,
+    }),
+    VariableSpec("profiles", "obs_col", ("obs",), "int32", 0, {
+        "units": "1", "long_name": "observation table: index of the row's cell on profiles/lon",
+        "comment": TABLE_COMMENT,
+    }),
+    VariableSpec("profiles", "obs_count", ("obs", "depth"), "int32", 0, {
+        "units": "1", "long_name": "observation table: profiles/count at (obs_day, :, obs_row, obs_col)",
+        "comment": TABLE_COMMENT,
+    }),
+    VariableSpec("profiles", "obs_sum", ("obs", "depth"), "float32", 0.0, {
+        "units": "degC", "long_name": "observation table: profiles/sum at (obs_day, :, obs_row, obs_col)",
+        "comment": TABLE_COMMENT,
+    }),
+    VariableSpec("profiles", "obs_start", INDEX_DIMS, "int64", 0, {
+        "units": "1", "long_name": "observation table index: first row of the block (start == stop: no row)",
+        "comment": INDEX_COMMENT,
+    }),
+    VariableSpec("profiles", "obs_stop", INDEX_DIMS, "int64", 0, {
+        "units": "1", "long_name": "observation table index: one past the last row of the block",
+        "comment": INDEX_COMMENT,
     }),
     VariableSpec("static", "ocean_mask", ("lat", "lon"), "bool", False, {
         "long_name": "ocean (True) where the top GLORYS level is valid (OSTIA land flag when there is no GLORYS)",
@@ -289,8 +359,14 @@ class ContractError(DepthcubeError):
 def check_contract(root, where: str = "") -> None:
     """Raise :class:`ContractError` in one line unless the zarr group ``root`` is a cube of
     :data:`CONTRACT` with everything a loader relies on: the contract attribute, the five groups,
-    every variable of :data:`VARIABLES` with its dims and dtype, the time coordinates, and the
-    patch table's columns and attributes. ``where`` names the store in the message."""
+    every variable of :data:`VARIABLES` with its dims and dtype, the time coordinates, the
+    patch table's columns and attributes and the observation index's block sizes. A cube of an
+    :data:`OLDER_CONTRACTS` version gets its own line: built with that version, rebuild it.
+    ``where`` names the store in the message."""
+    contract = root.attrs.get("contract")
+    if contract in OLDER_CONTRACTS:
+        raise ContractError(f"{where or root.store}: built with contract {contract.rsplit(' ', 1)[-1]} ({contract!r}); "
+                            f"this depthcube reads {CONTRACT!r} only: rebuild it (depthcube build --rebuild)")
     problem = _contract_problem(root)
     if problem:
         raise ContractError(f"{where or root.store}: not a {CONTRACT}: {problem}; rebuild it "
@@ -314,7 +390,10 @@ def _contract_problem(root) -> str | None:
         if problem:
             return problem
     lacking = [a for a in PATCH_GROUP_ATTRS if a not in root["patches"].attrs]
-    return f"patches attribute(s) {lacking} missing" if lacking else None
+    if lacking:
+        return f"patches attribute(s) {lacking} missing"
+    lacking = [a for a in INDEX_BLOCK_ATTRS if a not in root["profiles/obs_start"].attrs]
+    return f"profiles/obs_start attribute(s) {lacking} missing" if lacking else None
 
 
 def _array_problem(root, path: str, dims: tuple, dtype: str | None) -> str | None:

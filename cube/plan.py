@@ -3,7 +3,7 @@
 - :func:`scan` reads each OSTIA/GLORYS file's dates and axes through the readers' scan functions
   (a one-cell slab, so bad files are found before any heavy work), picks the grid
   (:func:`choose_grid`) and the daily axis (:func:`daily_axis`): a :class:`Plan`.
-- :func:`phase_a_tasks` and :func:`phase_b_tasks` list the build's tasks as
+- :func:`phase_a_tasks`, :func:`phase_b_tasks` and :func:`table_task` list the build's tasks as
   ``key -> (kind, args)``; :func:`cube.tasks.runnable` binds the kinds to the task functions.
   Keys carry input checksums, so a task whose inputs changed runs again and one already in the
   journal is skipped.
@@ -27,6 +27,7 @@ from .spec import to_dict
 from .errors import ConfigError, InputError
 from .grid import CubeGrid
 from .inputs import PRODUCTS, InputFile
+from .layout import CONTRACT
 from .readers.horizontal import as_bbox
 
 #: What the scan does with a bad input: raise (``--strict``) or record it and go on.
@@ -265,6 +266,16 @@ def phase_b_tasks(url: str, cfg: CubeConfig, plan: Plan, journal_entries: dict, 
     return tasks
 
 
+def table_task(url: str, cfg: CubeConfig, tasks_b: dict, journal_entries: dict) -> dict[str, tuple[str, tuple]]:
+    """key -> (kind, args) of the last phase: one task writing the observation table from the
+    parts of the ``profiles-b`` tasks ``tasks_b`` (all done, their row counts in the journal).
+    Its key is derived from theirs, so it runs again whenever any of them ran."""
+    parts = [(args[2], args[3], journal_entries[key].get("rows")) for key, (_, args) in tasks_b.items()]
+    digest = hashlib.sha1(json.dumps(sorted(tasks_b)).encode()).hexdigest()[:12]
+    block = cfg.chunks.spatial or cfg.patches.tile_size
+    return {f"profiles-table:{digest}": ("profiles-table", (url, parts, block))}
+
+
 def input_days(plan: Plan, journal_entries: dict, rejects: list[dict]) -> dict[str, list[str]]:
     """url -> [first, last] UTC day (ISO) of the data each input gave the cube: its OSTIA day,
     its GLORYS snapshots, the days of its used profiles. Inputs that gave nothing (rejected ones
@@ -289,7 +300,7 @@ def input_days(plan: Plan, journal_entries: dict, rejects: list[dict]) -> dict[s
 
 def fingerprint(cfg: CubeConfig, files: list[InputFile], plan: Plan) -> str:
     """Identity of a plan, recorded in a staging folder's journal: a rerun resumes only its own plan."""
-    payload = json.dumps([to_dict(cfg), [f.key() for f in files], str(plan.days[0]), len(plan.days),
+    payload = json.dumps([CONTRACT, to_dict(cfg), [f.key() for f in files], str(plan.days[0]), len(plan.days),
                           [str(t) for t in plan.glorys_times]], default=str)
     return hashlib.sha1(payload.encode()).hexdigest()
 
@@ -305,9 +316,11 @@ def _recorded_config(cfg: CubeConfig):
 
 
 def same_build(attrs: dict, cfg: CubeConfig, files: list[InputFile]) -> bool:
-    """True when the complete cube with root attributes ``attrs`` was built from this config and these inputs."""
+    """True when the complete cube with root attributes ``attrs`` was built from this config and these
+    inputs, under this contract."""
     old = attrs.get("build", {})
-    return (attrs.get("status") == "complete" and old.get("config") == _recorded_config(cfg)
+    return (attrs.get("status") == "complete" and attrs.get("contract") == CONTRACT
+            and old.get("config") == _recorded_config(cfg)
             and sorted(i["checksum"] + i["url"] for i in attrs.get("inputs", []))
             == sorted(f.checksum + f.url for f in files))
 
@@ -318,6 +331,8 @@ def why_not_append(attrs: dict, cfg: CubeConfig, plan: Plan) -> str | None:
     old = attrs.get("build", {})
     old_glorys = np.array(old.get("glorys_times", []), dtype="datetime64[s]")
     checks = (
+        (attrs.get("contract") == CONTRACT, f"it was built with contract {str(attrs.get('contract')).rsplit(' ', 1)[-1]}, "
+                                            f"this version writes {CONTRACT.rsplit(' ', 1)[-1]}"),
         (attrs.get("status") == "complete", f"its status is {attrs.get('status')!r}"),
         (old.get("config") == _recorded_config(cfg), "the build config changed"),
         (old.get("grid") == plan.grid.to_dict(), "the grid changed"),

@@ -47,7 +47,7 @@ import numpy as np
 import zarr
 
 from .errors import DepthcubeError
-from .layout import (BOUNDS_DIM, CONTRACT, TIME_UNITS_DAYS, TIME_UNITS_HOURS, VARIABLES, ChunkConfig, CompressionConfig,
+from .layout import (BOUNDS_DIM, CONTRACT, OLDER_CONTRACTS, TIME_UNITS_DAYS, TIME_UNITS_HOURS, VARIABLES, ChunkConfig, CompressionConfig,
                      VariableSpec, array_compressors, cell_bounds, coordinate_attrs, days_to_int, encode_attrs,
                      group_attrs, hours_to_int)
 from .layout import json_default as _json_default
@@ -84,17 +84,21 @@ def create_cube(url: str, *, days: np.ndarray, glorys_times: np.ndarray, lat: np
     }
     group_time = {"ostia": coords["time"], "profiles": coords["time"], "glorys": hours_to_int(glorys_times)}
     codec = array_compressors(compression)
+    block = chunking.spatial or tile
     for gname in ("ostia", "glorys", "profiles", "static"):
         g = root.create_group(gname, attributes=group_attrs(gname))
         gcoords = dict(coords, time=group_time.get(gname))
         dims_used = {d for v in VARIABLES if v.group == gname for d in v.dims}
-        for dim in sorted(dims_used):
+        for dim in sorted(dims_used & set(gcoords)):
             _write_coordinate(g, dim, gcoords[dim], codec, hourly=(gname == "glorys"))
             if dim in ("lat", "lon"):
                 _write_bounds(g, dim, gcoords[dim], codec)
-        sizes = {d: len(gcoords[d]) for d in dims_used}
+        sizes = {d: len(gcoords[d]) for d in dims_used & set(gcoords)}
+        sizes.update(obs=0, time_block=-(-len(coords["time"]) // chunking.days),
+                     lat_block=-(-len(coords["lat"]) // block), lon_block=-(-len(coords["lon"]) // block))
         for var in (v for v in VARIABLES if v.group == gname):
             _create_variable(g, var, sizes, chunking, tile, codec)
+    root["profiles/obs_start"].attrs.update({"block_days": chunking.days, "block_cells": block})
     return root
 
 
@@ -125,8 +129,15 @@ def _create_variable(group: zarr.Group, var: VariableSpec, sizes: dict, chunking
     group.create_array(
         var.name, shape=shape, dtype=var.dtype, chunks=var.chunks(sizes, chunking, tile),
         shards=var.shards(sizes, chunking, tile), compressors=codec, fill_value=var.fill_value, dimension_names=var.dims,
-        attributes={**var.attrs, "coordinates": " ".join(d for d in var.dims if d != "time")},
+        attributes={**var.attrs, **_coordinates_attr(var.dims)},
     )
+
+
+def _coordinates_attr(dims: tuple[str, ...]) -> dict:
+    """CF ``coordinates`` of a variable: its dims that have a coordinate variable besides time
+    (the table's ``obs`` and the index's block dims have none)."""
+    names = [d for d in dims if d in ("depth", "lat", "lon")]
+    return {"coordinates": " ".join(names)} if names else {}
 
 
 def resize_time(root: zarr.Group, group: str, new_times: np.ndarray, hourly: bool = False):
@@ -252,8 +263,10 @@ def node_kind(url: str) -> str:
     (anything else: a file, a folder of other things, another program's Zarr store).
 
     A path is depthcube's when its root ``zarr.json`` is a Zarr v3 group whose ``contract``
-    attribute is depthcube's (:data:`cube.layout.CONTRACT`), written the moment a build creates
-    the cube; ``status: complete`` marks a finished one.
+    attribute is depthcube's (:data:`cube.layout.CONTRACT`, or one of the
+    :data:`~cube.layout.OLDER_CONTRACTS` an earlier version wrote: still depthcube's own, so
+    ``--rebuild`` replaces it), written the moment a build creates the cube; ``status: complete``
+    marks a finished one.
     """
     fs, path = fs_and_path(url)
     path = path.rstrip("/")
@@ -266,7 +279,7 @@ def node_kind(url: str) -> str:
     except (OSError, ValueError):
         return "foreign"
     attrs = doc.get("attributes", {}) if isinstance(doc, dict) else {}
-    if doc.get("node_type") != "group" or attrs.get("contract") != CONTRACT:
+    if doc.get("node_type") != "group" or attrs.get("contract") not in (CONTRACT, *OLDER_CONTRACTS):
         return "foreign"
     return "cube" if attrs.get("status") == "complete" else "staging"
 

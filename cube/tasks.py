@@ -6,7 +6,9 @@ store itself, writes a disjoint region and returns a small summary for the journ
 - ``profiles-a``: :func:`task_profiles_a` reads, QCs and vertically aligns one profile file into
   a scratch table under ``<cube>/.build/profiles``;
 - ``profiles-b``: :func:`task_profiles_b` rasterises the scratch rows of one daily chunk into
-  ``profiles/count``, ``sum`` and ``n_obs``.
+  ``profiles/count``, ``sum`` and ``n_obs``, and saves the chunk's observation-table rows;
+- ``profiles-table``: :func:`task_profile_table` (one task, after every ``profiles-b``) writes
+  the observation table ``profiles/obs_*`` and its index from those rows (:mod:`cube.obs_table`).
 
 :func:`regrid_static` (run by the driver before the tasks) derives ``ocean_mask`` and
 ``bottom_level``. Every input is read through :func:`cube.readers.open_product` with the
@@ -21,7 +23,7 @@ import io
 
 import numpy as np
 
-from . import readers, store
+from . import obs_table, readers, store
 from .compute import Tasks
 from .config import CubeConfig
 from .constants import GLORYS_DEPTHS
@@ -37,7 +39,7 @@ from .vertical import align_to_levels
 def runnable(planned: dict[str, tuple[str, tuple]]) -> Tasks:
     """The planned ``key -> (kind, args)`` with each kind bound to its task function."""
     functions = {"ostia": task_ostia, "glorys": task_glorys, "profiles-a": task_profiles_a,
-                 "profiles-b": task_profiles_b}
+                 "profiles-b": task_profiles_b, "profiles-table": task_profile_table}
     return {key: (functions[kind], args) for key, (kind, args) in planned.items()}
 
 
@@ -175,7 +177,9 @@ def task_profiles_b(url: str, grid: CubeGrid, t0: int, t1: int, sources: list[In
     Works one spatial chunk at a time, so memory is one chunk whatever the grid size; chunks with
     no observation are not written (they read as zeros). When re-computing an existing cube
     (``fresh=False``), a chunk that had data and now has none is overwritten with zeros, which
-    makes zarr delete it.
+    makes zarr delete it. The observed (day, cell) rows of the chunks written are saved as the
+    chunk's part of the observation table (:func:`cube.obs_table.write_part`); their number is
+    returned as ``rows``.
     """
     parts = _read_scratch(url, sources, t0, t1)
     root = store.open_root(url)
@@ -184,7 +188,7 @@ def task_profiles_b(url: str, grid: CubeGrid, t0: int, t1: int, sources: list[In
     values = np.concatenate([p["values"] for p in parts]) if parts else np.zeros((0, len(GLORYS_DEPTHS)), np.float32)
     raster = rasterise(cat["day"].astype(np.int64) - t0, cat["lat"], cat["lon"], values, grid, t1 - t0)
     with_data = set(zip((raster.row // block).tolist(), (raster.col // block).tolist()))
-    observations = 0
+    observations, table = 0, []
     for bi in range(-(-grid.nlat // block)):
         for bj in range(-(-grid.nlon // block)):
             rows, cols = slice(bi * block, (bi + 1) * block), slice(bj * block, (bj + 1) * block)
@@ -199,4 +203,13 @@ def task_profiles_b(url: str, grid: CubeGrid, t0: int, t1: int, sources: list[In
             sum_arr[t0:t1, :, rows, cols] = total
             nobs_arr[t0:t1, rows, cols] = count.sum(axis=1, dtype=np.int32)
             observations += int(count.sum())
-    return {"observations": observations}
+            table.append(obs_table.block_rows(count, total, t0, bi * block, bj * block))
+    rows = obs_table.concat_rows(table, len(GLORYS_DEPTHS))
+    obs_table.write_part(url, t0, t1, rows)
+    return {"observations": observations, "rows": len(rows["day"])}
+
+
+def task_profile_table(url: str, parts: list[tuple[int, int, int]], block: int) -> dict:
+    """Write the observation table and its index from the ``profiles-b`` parts ``(t0, t1, rows)``
+    of every daily chunk (:func:`cube.obs_table.write_table`)."""
+    return {"rows": obs_table.write_table(url, parts, block)}

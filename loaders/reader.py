@@ -17,6 +17,12 @@ the direct decode verifies it before decompressing, and any chunk that fails to 
 either path, raises :class:`ChunkError` naming the variable and the chunk key
 (``ostia/analysed_sst: chunk c/0/1/2 ...``). Cubes built before the checksum still read, with a
 one-time warning per array that damage there cannot be detected (rebuild to add it).
+
+Profiles. The ``argo`` x (:meth:`CubeReader.profile_sums`) reads only the observation table of
+contract v2 (``profiles/obs_*``): its index once per process (:attr:`CubeReader.profile_index`),
+then the rows of the blocks a window overlaps, through the same chunk cache; rows that do not lie
+in the block their index range names raise :class:`ChunkError` (a table changed under the reader,
+or damaged), so a mismatch is never summed into x.
 """
 
 from __future__ import annotations
@@ -83,7 +89,8 @@ class CubeReader:
         state.update(_root=None, _cache=OrderedDict(), _cached=0, _arrays={})
         state.pop("_fs_cached", None)
         state.pop("_fs_pid", None)
-        for name in ("days", "glorys_times", "patches", "ocean_mask", "bottom_level", "obs_count", "attrs"):
+        for name in ("days", "glorys_times", "patches", "ocean_mask", "bottom_level", "obs_count", "attrs",
+                     "profile_index"):
             state.pop(name, None)  # cached_property values: recomputed per process
         return state
 
@@ -165,38 +172,67 @@ class CubeReader:
                             self.url, path)
         return self._arrays[path]
 
+    @cached_property
+    def profile_index(self) -> ProfileIndex:
+        """The observation table's index (``profiles/obs_start``/``obs_stop`` and block sizes), read once per process."""
+        start = self.root["profiles/obs_start"]
+        return ProfileIndex(start[...], self.root["profiles/obs_stop"][...], int(start.attrs["block_days"]),
+                            int(start.attrs["block_cells"]))
+
     def profile_sums(self, time: slice, rows: slice, cols: np.ndarray | slice,
                      north_up: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Window sums of ``profiles/count`` and ``profiles/sum``: (levels, H, W) int32 and float32.
 
-        Profiles are sparse: ``profiles/n_obs`` (2-D per day, small) says which (day, cell) hold
-        observations, and only those columns are gathered from the (cached) count/sum chunks,
-        instead of summing the dense (days, 50, H, W) window.
+        Read from the observation table only (``profiles/obs_*``, contract v2): the rows of the
+        blocks the window overlaps (:meth:`observed_rows`), added up per pixel in day order, as
+        a dense window sum would add them (so the result equals it to the bit). Only the
+        ``obs_count``/``obs_sum`` chunks holding a row of the window are decoded.
         """
-        n_obs = self.read("profiles/n_obs", time, rows, cols)
-        d, r, c = np.nonzero(n_obs)
-        nlev = self.array("profiles/count").shape[1]
-        h, w = n_obs.shape[1:]
-        count = np.zeros((h * w, nlev), np.int32)
-        total = np.zeros((h * w, nlev), np.float32)
-        if d.size:
-            col_index = cols[c] if isinstance(cols, np.ndarray) else cols.start + c
-            points = (time.start + d, rows.start + r, col_index)
+        h = rows.stop - rows.start
+        w = len(cols) if isinstance(cols, np.ndarray) else cols.stop - cols.start
+        nlev = self.array("profiles/obs_count").shape[1]
+        count = np.zeros((nlev, h * w), np.int32)
+        total = np.zeros((nlev, h * w), np.float32)
+        at, r, c = self.observed_rows(time, rows, cols)
+        if at.size:
             pix = ((h - 1 - r) if north_up else r) * w + c
-            np.add.at(count, pix, self._gather("profiles/count", *points))
-            np.add.at(total, pix, self._gather("profiles/sum", *points))
-        return count.T.reshape(nlev, h, w), total.T.reshape(nlev, h, w)
+            # level-major output (no transposing copy); each pixel's rows still added in day order
+            np.add.at(count, (slice(None), pix), self._table_rows("profiles/obs_count", at).T)
+            np.add.at(total, (slice(None), pix), self._table_rows("profiles/obs_sum", at).T)
+        return count.reshape(nlev, h, w), total.reshape(nlev, h, w)
 
-    def _gather(self, path: str, t: np.ndarray, row: np.ndarray, col: np.ndarray) -> np.ndarray:
-        """Values ``path[t, :, row, col]`` at points, shape (n, levels), from cached chunks."""
+    def observed_rows(self, time: slice, rows: slice, cols: np.ndarray | slice) -> tuple[np.ndarray, ...]:
+        """The table rows holding observations of the window: (row numbers in the table, window
+        row, window column), every pixel's rows in day order. Reads ``obs_day``/``obs_row``/``obs_col``
+        over the index ranges of the (time block, lat block, lon block)s the window overlaps
+        (:meth:`ProfileIndex.ranges`); rows outside the window's days or cells are left out
+        (``cols`` may be an index array: a dateline-wrapping tile)."""
+        index = self.profile_index
+        nlon = self.array("profiles/count").shape[-1]
+        position = np.full(nlon, -1, np.int64)
+        position[np.arange(cols.start, cols.stop) if isinstance(cols, slice) else cols] = np.arange(
+            cols.stop - cols.start if isinstance(cols, slice) else len(cols))
+        found = []
+        for block, (a, b) in index.ranges(time, rows, cols):
+            at = np.arange(a, b)
+            day, row, col = (self._table_rows(f"profiles/obs_{f}", at) for f in ("day", "row", "col"))
+            index.check_block(block, day, row, col, a, b)
+            keep = (day >= time.start) & (day < time.stop) & (row >= rows.start) & (row < rows.stop) & (position[col] >= 0)
+            found.append((at[keep], row[keep] - rows.start, position[col[keep]]))
+        if not found:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return tuple(np.concatenate(parts) for parts in zip(*found))
+
+    def _table_rows(self, path: str, at: np.ndarray) -> np.ndarray:
+        """``path[at]`` (rows of an observation-table array), from cached chunks."""
         arr = self.array(path)
-        ct, _, cr, cc = arr.chunks
-        keys = np.stack([t // ct, row // cr, col // cc], axis=1)
-        out = np.empty((t.size, arr.shape[1]), arr.dtype)
-        for key in np.unique(keys, axis=0):
-            sel = np.flatnonzero((keys == key).all(axis=1))
-            block, origin = self._chunk(path, arr, (int(key[0]), 0, int(key[1]), int(key[2])))
-            out[sel] = block[t[sel] - origin[0], :, row[sel] - origin[2], col[sel] - origin[3]]
+        per_chunk = arr.chunks[0]
+        out = np.empty((at.size,) + arr.shape[1:], arr.dtype)
+        chunk_of = at // per_chunk
+        for k in np.unique(chunk_of):
+            sel = chunk_of == k
+            block, origin = self._chunk(path, arr, (int(k),) + (0,) * (arr.ndim - 1))
+            out[sel] = block[at[sel] - origin[0]]
         return out
 
     @property
@@ -276,6 +312,41 @@ class CubeReader:
             _, (old, _) = self._cache.popitem(last=False)
             self._cached -= old.nbytes
         return block, origin
+
+
+class ProfileIndex:
+    """The observation table's index: rows ``[start[b], stop[b])`` of ``profiles/obs_*`` are the
+    observations of block ``b = (time block, lat block, lon block)``, blocks of ``days`` days and
+    ``cells`` x ``cells`` cells."""
+
+    def __init__(self, start: np.ndarray, stop: np.ndarray, days: int, cells: int):
+        self.start, self.stop, self.days, self.cells = start, stop, days, cells
+
+    def blocks(self, time: slice, rows: slice, cols: np.ndarray | slice) -> list[tuple[int, int, int]]:
+        """The blocks a window overlaps, time block first (so their rows come in day order)."""
+        col_blocks = (range(cols.start // self.cells, (cols.stop - 1) // self.cells + 1) if isinstance(cols, slice)
+                      else np.unique(np.asarray(cols) // self.cells).tolist())
+        return [(t, i, j) for t in range(time.start // self.days, (time.stop - 1) // self.days + 1)
+                for i in range(rows.start // self.cells, (rows.stop - 1) // self.cells + 1) for j in col_blocks]
+
+    def ranges(self, time: slice, rows: slice, cols: np.ndarray | slice) -> list[tuple[tuple, tuple[int, int]]]:
+        """``(block, (start, stop))`` of every overlapped block holding rows, in :meth:`blocks` order."""
+        found = []
+        for b in self.blocks(time, rows, cols):
+            a, z = int(self.start[b]), int(self.stop[b])
+            if z > a:
+                found.append((b, (a, z)))
+        return found
+
+    def check_block(self, block: tuple, day: np.ndarray, row: np.ndarray, col: np.ndarray, a: int, z: int) -> None:
+        """ChunkError unless every row read for ``block`` lies in it: a table that does not match
+        its index (changed while it was read, or damaged) must never give plausible sums."""
+        t, i, j = block
+        inside = (day // self.days == t) & (row // self.cells == i) & (col // self.cells == j)
+        if not inside.all():
+            raise ChunkError(f"profiles/obs_*: rows [{a}, {z}) do not all lie in their index block {block}: the "
+                             f"observation table does not match its index (the cube changed while it was read, or "
+                             f"is damaged); open it again, or rebuild it (depthcube build --rebuild)")
 
 
 def chunk_name(cidx: tuple) -> str:

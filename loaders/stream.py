@@ -33,7 +33,8 @@ into a stream that differs in any of them is a ``ValueError`` naming what differ
 
 Chunks. :meth:`CubeStream.window_chunks` lists the ``(array path, chunk index)`` that
 :meth:`CubeStream.read_window` reads for one window (``depthcube bench`` decodes exactly those for
-its "limit" entry); :func:`box_chunks` is the chunk arithmetic behind it.
+its "limit" entry); :func:`box_chunks` and :func:`table_chunk_keys` are the chunk arithmetic
+behind it.
 
 Workers. The stream pickles only small arrays, the cube URL and the epoch tensor; each worker
 opens the store lazily, so fork, forkserver and spawn all work.
@@ -285,23 +286,39 @@ class CubeStream(IterableDataset):
         ``index``, each once, in read order.
 
         That is: the chunks of ``glorys/thetao`` holding the snapshots nearest to the window's days
-        (all levels), of ``profiles/n_obs``, ``profiles/count`` and ``profiles/sum`` over the window
-        days (``argo`` x), and of ``ostia/analysed_sst`` over the window days (``ostia`` eo), each
-        over the tile's rows and columns (both sides of the dateline for a wrapping tile). The
-        ``count``/``sum`` chunks are an upper bound: :meth:`CubeReader.profile_sums` skips those
-        that hold no observation of the window. The static masks are read once per cube, not per
+        (all levels) over the tile's rows and columns; for ``argo`` x, the chunks of the
+        observation table (``profiles/obs_day``, ``obs_row``, ``obs_col``, then ``obs_count`` and
+        ``obs_sum``) that the index ranges of the window's (time block, lat block, lon block)s
+        touch; and the chunks of ``ostia/analysed_sst`` over the window days and the tile (``ostia``
+        eo), both sides of the dateline for a wrapping tile. The ``obs_count``/``obs_sum`` chunks
+        are an upper bound: :meth:`CubeReader.profile_sums` decodes only those holding a row of
+        the window. The static masks and the table's index are read once per cube, not per
         window, and are not listed.
         """
         w = self.windows[int(index)]
-        reads = [("glorys/thetao", slice(int(s), int(s) + 1)) for s in self._snapshots(w)[0]]
-        if self.config.x.source == "argo":
-            reads += [(path, w.time) for path in ("profiles/n_obs", "profiles/count", "profiles/sum")]
-        if self.config.eo.source == "ostia":
-            reads.append(("ostia/analysed_sst", w.time))
         keys: dict[tuple, None] = {}
-        for path, lead in reads:
-            arr = self.reader.array(path)
-            keys.update(dict.fromkeys((path, k) for k in box_chunks(arr.shape, arr.chunks, lead, w.rows, w.cols)))
+        for s in self._snapshots(w)[0]:
+            keys.update(self._box_keys("glorys/thetao", slice(int(s), int(s) + 1), w))
+        if self.config.x.source == "argo":
+            keys.update(dict.fromkeys(self._table_chunks(w)))
+        if self.config.eo.source == "ostia":
+            keys.update(self._box_keys("ostia/analysed_sst", w.time, w))
+        return list(keys)
+
+    def _box_keys(self, path: str, lead: slice, w: Window) -> dict[tuple, None]:
+        arr = self.reader.array(path)
+        return dict.fromkeys((path, k) for k in box_chunks(arr.shape, arr.chunks, lead, w.rows, w.cols))
+
+    def _table_chunks(self, w: Window) -> list[tuple[str, tuple[int, ...]]]:
+        """The observation-table chunks the index ranges of window ``w`` touch, in read order."""
+        ranges = [r for _, r in self.reader.profile_index.ranges(w.time, w.rows, w.cols)]
+        keys: dict[tuple, None] = {}
+        for a, b in ranges:
+            for f in ("day", "row", "col"):
+                keys.update(dict.fromkeys(table_chunk_keys(self.reader.array(f"profiles/obs_{f}"), f, a, b)))
+        for f in ("count", "sum"):
+            for a, b in ranges:
+                keys.update(dict.fromkeys(table_chunk_keys(self.reader.array(f"profiles/obs_{f}"), f, a, b)))
         return list(keys)
 
     def _tile_statics(self, w: Window, north_up: bool, n_levels: int):
@@ -409,6 +426,13 @@ class CubeMap(Dataset):
         if not 0 <= i < len(self):
             raise IndexError(i)
         return to_torch(self.stream.sample(i))
+
+
+def table_chunk_keys(arr, field: str, start: int, stop: int) -> list[tuple[str, tuple[int, ...]]]:
+    """``(profiles/obs_<field>, chunk index)`` of the chunks holding table rows [start, stop)."""
+    per_chunk = arr.chunks[0]
+    return [(f"profiles/obs_{field}", (k,) + (0,) * (arr.ndim - 1))
+            for k in range(start // per_chunk, (stop - 1) // per_chunk + 1)] if stop > start else []
 
 
 def box_chunks(shape: tuple[int, ...], chunks: tuple[int, ...], lead: slice, rows: slice,

@@ -10,6 +10,7 @@ from cube.config import CubeConfig
 from cube.constants import GLORYS_DEPTHS
 from cube.grid import CubeGrid
 from cube.index import write_patch_index
+from cube.obs_table import rewrite_from_dense
 from cube.layout import CONTRACT, ChunkConfig, CompressionConfig
 from cube.patches import build_patches
 from cube.tiling import PatchSpec, SplitSpec, assign_splits
@@ -74,6 +75,7 @@ def make_analytic_cube(path, split: str = "patch", val_fraction: float = 0.25) -
     root["profiles/count"][:] = count
     root["profiles/sum"][:] = total
     root["profiles/n_obs"][:] = count.sum(axis=1)
+    rewrite_from_dense(url)
     root["static/ocean_mask"][:] = ocean
     root["static/bottom_level"][:] = bottom
     patches = assign_splits(build_patches(ocean, GRID, cfg.patches), cfg.split)

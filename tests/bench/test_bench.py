@@ -88,24 +88,27 @@ def test_python_loop_rasterise_by_hand():
 def test_window_chunks_are_the_chunks_the_stream_reads(tmp_path):
     cube = make_analytic_cube(tmp_path / "cube.zarr")                     # chunks: 4 days, tile 16, 1 snapshot
     stream = CubeStream(cube, DatasetConfig(window_days=3, x=XConfig(source="argo")), "all", shuffle=False)
-    i = next(k for k in range(len(stream)) if stream.windows[k].time.start == 2 and stream.windows[k].rows.start == 0
+    i = next(k for k in range(len(stream)) if stream.windows[k].time.start == 2 and stream.windows[k].rows.start == 16
              and stream.windows[k].cols.start == 16)
     listed = stream.window_chunks(i)
-    # Days 2..4 span day chunks 0 and 1; tile (0, 16) is spatial chunk (0, 1); days 2-4 are nearest to
+    # Days 2..4 span day chunks 0 and 1; tile (16, 16) is spatial chunk (1, 1); days 2-4 are nearest to
     # snapshot 0 (Jan 25) or 1 (Jan 30): Jan 27 -> 0 (2.5 d tie goes earlier), Jan 28, 29 -> 1.
-    assert sorted(k for k in listed if k[0] == "ostia/analysed_sst") == [("ostia/analysed_sst", (d, 0, 1)) for d in (0, 1)]
-    assert sorted(k for k in listed if k[0] == "glorys/thetao") == [("glorys/thetao", (s, 0, 0, 1)) for s in (0, 1)]
-    assert sorted(k for k in listed if k[0] == "profiles/sum") == [("profiles/sum", (d, 0, 0, 1)) for d in (0, 1)]
-    assert sorted(k for k in listed if k[0] == "profiles/n_obs") == [("profiles/n_obs", (d, 0, 1)) for d in (0, 1)]
-    assert len(listed) == 10 and len(set(listed)) == 10
-    # The listing is what read_window decodes: reading the window cold decodes at most those chunks
-    # (count/sum chunks without an observation of the window may be skipped), and re-reading any
-    # listed chunk after the window is a cache hit.
+    assert sorted(k for k in listed if k[0] == "ostia/analysed_sst") == [("ostia/analysed_sst", (d, 1, 1)) for d in (0, 1)]
+    assert sorted(k for k in listed if k[0] == "glorys/thetao") == [("glorys/thetao", (s, 0, 1, 1)) for s in (0, 1)]
+    # The analytic profiles are 4 table rows (days 3, 4, 5 at cell (20, 30), day 9 at (25, 40)), all in
+    # obs chunk 0: the window's blocks (0, 1, 1) and (1, 1, 1) hold rows 0..2, so chunk 0 of each column.
+    table = [("profiles/obs_day", (0,)), ("profiles/obs_row", (0,)), ("profiles/obs_col", (0,)),
+             ("profiles/obs_count", (0, 0)), ("profiles/obs_sum", (0, 0))]
+    assert [k for k in listed if k[0].startswith("profiles/")] == table
+    assert len(listed) == 9 and len(set(listed)) == 9
+    assert not any(k[0].startswith("profiles/") for k in stream.window_chunks(
+        next(k for k in range(len(stream)) if stream.windows[k].rows.start == 0)))  # a tile without profiles
+    # The listing is what read_window decodes: reading the window cold decodes exactly those chunks
+    # (days 3 and 4 are in the window, so the count/sum chunk holds some of its rows), and re-reading
+    # any listed chunk after the window is a cache hit.
     before = stream.reader.chunks_decoded
     stream.read_window(stream.windows[i])
-    decoded = stream.reader.chunks_decoded - before
-    dense = [k for k in listed if k[0] not in ("profiles/count", "profiles/sum")]
-    assert len(dense) <= decoded <= len(listed)
+    assert stream.reader.chunks_decoded - before == len(listed)
     assert chunk_plan(stream, [i, i]) == listed                            # the plan lists each chunk once
     shape, chunks = (10, 50, 32, 48), (4, 50, 16, 16)
     wrap = box_chunks(shape[:1] + shape[2:], chunks[:1] + chunks[2:], slice(0, 1), slice(0, 16), np.r_[40:48, 0:8])

@@ -66,6 +66,7 @@ def test_wrong_types_name_the_key_path(data, where):
     ({"time": {"start": "2010-13-01"}}, "my.yaml: time.start: expected a date"),
     ({"time": {"start": "2010-02-01", "end": "2010-01-01"}}, "my.yaml: time: start 2010-02-01 is after end"),
     ({"chunks": {"days": 0}}, "my.yaml: chunks.days: must be in 1..366, got 0"),
+    ({"chunks": {"profile_rows": 0}}, "my.yaml: chunks.profile_rows: must be >= 1, got 0"),
     ({"compression": {"clevel": 12}}, "my.yaml: compression.clevel: must be in 0..9, got 12"),
     ({"patches": {"tile_size": 0}}, "my.yaml: patches.tile_size: must be an integer >= 1, got 0"),
     ({"patches": {"invalid_threshold": 1.5}}, "my.yaml: patches.invalid_threshold: must be in [0, 1]"),

@@ -17,6 +17,7 @@ import zarr
 from _cubes import DAYS, GRID, SNAPSHOTS, TILE, make_analytic_cube, ocean_and_bottom, sst_k, thetao_c
 from depthcube.cli import main
 from cube.constants import GLORYS_DEPTHS
+from cube.obs_table import rewrite_from_dense
 from cube.open import open_cube
 from loaders.config import DatasetConfig
 from loaders.export import (MANIFEST_COLUMNS, MANIFEST_NAME, ExportOptions, Manifest, block_shuffle,
@@ -39,6 +40,7 @@ def cube(tmp_path_factory):
         root["profiles/count"][EXTRA_DAY, EXTRA_LEVEL, r, c] = 1
         root["profiles/sum"][EXTRA_DAY, EXTRA_LEVEL, r, c] = v
         root["profiles/n_obs"][EXTRA_DAY, r, c] += 1
+    rewrite_from_dense(url)  # the observation table (what the loaders read) follows the edit
     zarr.consolidate_metadata(url, zarr_format=3)
     return url
 

@@ -29,6 +29,7 @@ from cube.errors import InputError
 from cube.grid import CubeGrid
 from cube.index import write_patch_index
 from cube.layout import CONTRACT, ChunkConfig, CompressionConfig
+from cube.obs_table import rewrite_from_dense
 from cube.patches import build_patches
 from cube.tiling import PatchSpec, SplitSpec, assign_splits
 from cube.profiles import ProfileTable
@@ -362,6 +363,7 @@ def make_random_cube(path: Path, rng: np.random.Generator) -> str:
     root["profiles/count"][:] = count
     root["profiles/sum"][:] = (count * (-2 + 32 * rng.random(count.shape))).astype(np.float32)
     root["profiles/n_obs"][:] = count.sum(axis=1)
+    rewrite_from_dense(url)
     root["static/ocean_mask"][:] = ocean
     root["static/bottom_level"][:] = bottom
     write_patch_index(url, assign_splits(build_patches(ocean, grid, cfg.patches), cfg.split), grid, cfg)
