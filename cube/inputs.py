@@ -3,7 +3,9 @@
 Each input carries its size and a checksum (sha256 of the bytes up to 64 MiB, else the
 filesystem's size+mtime token), so a finished cube can tell which inputs it was built from.
 A glob that matches nothing is reported (a warning, or an error with ``--strict``: the driver
-decides); a path without wildcards that does not exist is an error. Works on any fsspec URL.
+decides); a path without wildcards that does not exist is an error. Works on any fsspec URL,
+reached with the config's ``inputs.storage_options`` (:func:`input_path` hands a file to the
+readers with them).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import fsspec
 
 from .config import CubeConfig
 from .errors import InputError
+from .readers.netcdf import FsspecPath, PathArg
 
 PRODUCTS = ("ostia", "glorys", "en4", "argo")
 
@@ -41,10 +44,11 @@ def expand_inputs(cfg: CubeConfig, unmatched: list[str] | None = None) -> list[I
     matches nothing is appended to ``unmatched`` as ``inputs.<product>: no file matches 'PATTERN'``.
     """
     files = []
+    options = cfg.inputs.storage_options
     for product in PRODUCTS:
         urls = set()
         for pattern in getattr(cfg.inputs, product):
-            fs, path = fsspec.core.url_to_fs(pattern)
+            fs, path = fsspec.core.url_to_fs(pattern, **options)
             matches = fs.glob(path) if any(c in path for c in "*?[") else [path]
             if not matches and unmatched is not None:
                 unmatched.append(f"inputs.{product}: no file matches {pattern!r}")
@@ -53,14 +57,21 @@ def expand_inputs(cfg: CubeConfig, unmatched: list[str] | None = None) -> list[I
             protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
             for m in matches:
                 urls.add(m if protocol in ("file", "local") else f"{protocol}://{m}")
-        files += [_input_file(product, url) for url in sorted(urls)]
+        files += [_input_file(product, url, options) for url in sorted(urls)]
     return files
 
 
-def _input_file(product: str, url: str) -> InputFile:
+def input_path(f: InputFile, cfg: CubeConfig) -> PathArg:
+    """What the readers open for ``f``: its URL, with the config's ``inputs.storage_options`` when
+    there are any (a :class:`~cube.readers.netcdf.FsspecPath`)."""
+    options = cfg.inputs.storage_options
+    return FsspecPath(f.url, dict(options)) if options and "://" in f.url else f.url
+
+
+def _input_file(product: str, url: str, storage_options: dict) -> InputFile:
     """An input with its size and checksum. A match that cannot be read (a directory, a dangling
     link, no permission) is kept with an ``unreadable:`` checksum: the scan rejects it by name."""
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = fsspec.core.url_to_fs(url, **storage_options)
     try:
         info = fs.info(path)
         if info.get("type") == "directory":
