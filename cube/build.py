@@ -105,6 +105,7 @@ def build(cfg: CubeConfig, *, storage_options: dict | None = None, strict: bool 
     report = BuildReport(output=final, staging=final + ".partial")
     files = _inputs(cfg, report, strict)
     try:
+        _reachable(final, opts)
         _refuse_foreign(final, opts)  # before the lock too, so no lock file appears beside a refused path
         with store.BuildLock(final, opts):
             _build_locked(cfg, files, report, strict, progress, scheduler, local_cluster, rebuild)
@@ -233,6 +234,18 @@ def _work_kept(staging: str, storage_options: dict) -> str | None:
         return staging if store.node_kind(staging, storage_options) in ("staging", "cube") else None
     except OSError:
         return None
+
+
+def _reachable(final: str, storage_options: dict) -> None:
+    """OutputError in one line when the output's store cannot be reached at all (no credentials, a
+    wrong endpoint: the storage library's own error); filesystem errors are the caller's to describe."""
+    try:
+        store.node_kind(final, storage_options)
+    except (OSError, ImportError):
+        raise
+    except Exception as e:
+        raise store.OutputError(f"cannot reach {final}: {type(e).__name__}: {e}; check its storage options "
+                                f"(output_storage_options, --storage-options)") from None
 
 
 def _output_path(output: str) -> str:

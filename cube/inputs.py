@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import fsspec
 
 from .config import CubeConfig
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .readers.netcdf import FsspecPath, PathArg
 
 PRODUCTS = ("ostia", "glorys", "en4", "argo")
@@ -41,15 +41,16 @@ def expand_inputs(cfg: CubeConfig, unmatched: list[str] | None = None) -> list[I
     """Every input file named by the config's globs/paths, sorted, with size and checksum.
 
     A path without wildcards that does not exist raises ``InputError('not_found')``; a glob that
-    matches nothing is appended to ``unmatched`` as ``inputs.<product>: no file matches 'PATTERN'``.
+    matches nothing is appended to ``unmatched`` as ``inputs.<product>: no file matches 'PATTERN'``;
+    a store that cannot be reached (no credentials, a wrong endpoint) raises ConfigError naming
+    the pattern.
     """
     files = []
     options = cfg.inputs.storage_options
     for product in PRODUCTS:
         urls = set()
         for pattern in getattr(cfg.inputs, product):
-            fs, path = fsspec.core.url_to_fs(pattern, **options)
-            matches = fs.glob(path) if any(c in path for c in "*?[") else [path]
+            fs, path, matches = _matches(product, pattern, options)
             if not matches and unmatched is not None:
                 unmatched.append(f"inputs.{product}: no file matches {pattern!r}")
             if not matches and not any(c in path for c in "*?["):
@@ -59,6 +60,19 @@ def expand_inputs(cfg: CubeConfig, unmatched: list[str] | None = None) -> list[I
                 urls.add(m if protocol in ("file", "local") else f"{protocol}://{m}")
         files += [_input_file(product, url, options) for url in sorted(urls)]
     return files
+
+
+def _matches(product: str, pattern: str, storage_options: dict):
+    """(filesystem, path, matching paths) of one input pattern; ConfigError in one line when its
+    store cannot be listed (the storage library's own error: botocore, aiohttp, ...)."""
+    try:
+        fs, path = fsspec.core.url_to_fs(pattern, **storage_options)
+        return fs, path, fs.glob(path) if any(c in path for c in "*?[") else [path]
+    except ImportError:
+        raise  # a missing extra (s3fs): the command line names the extra to install
+    except Exception as e:
+        raise ConfigError(f"inputs.{product}: cannot list {pattern!r}: {type(e).__name__}: {e}; "
+                          f"check inputs.storage_options") from None
 
 
 def input_path(f: InputFile, cfg: CubeConfig) -> PathArg:

@@ -167,3 +167,23 @@ def test_bad_storage_options_name_their_key_path(tmp_path, tiny_demo, key, value
     with pytest.raises(ConfigError) as e:
         load_config(data, CubeConfig, label="cube.yaml")
     assert str(e.value) == message
+
+
+def test_a_store_without_credentials_is_one_line(bucket, tiny_demo, monkeypatch, tmp_path):
+    """Options that reach the server but bring no credentials: ConfigError / OutputError naming the
+    pattern or the output, not a botocore traceback; nothing is written."""
+    import s3fs
+
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-metadata lookup (not a credential)
+    s3fs.S3FileSystem.clear_instance_cache()
+    endpoint_only = {"endpoint_url": bucket["endpoint_url"]}
+    with pytest.raises(ConfigError, match=rf"^inputs.ostia: cannot list 's3://{BUCKET}/demo/ostia/\*.nc': "
+                                          r"NoCredentialsError: .*; check inputs.storage_options$"):
+        build(_remote_config(tiny_demo, str(tmp_path / "cube.zarr"), endpoint_only), progress=False)
+    assert not (tmp_path / "cube.zarr").exists() and not (tmp_path / "cube.zarr.lock").exists()
+    from cube.store import OutputError
+
+    url = f"s3://{BUCKET}/nocreds/cube.zarr"
+    with pytest.raises(OutputError, match=rf"^cannot reach {url}: NoCredentialsError: .*check its storage options"):
+        build(tiny_cube_config(tiny_demo, url), storage_options=endpoint_only, progress=False)
+    assert not s3fs.S3FileSystem(**bucket).exists(f"{BUCKET}/nocreds")
