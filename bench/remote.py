@@ -121,9 +121,12 @@ def bench_remote(cube: str, settings, dataset_config: str, latency_ms: float, ec
                 echo(f"  {order}: {where}_raw_reads ...")
                 entries[f"{where}_raw_reads"] = _counted(server, where,
                                                          lambda: bench_raw_reads(url, ocfg, budget, limit))
-            peer = _insitubatch_entries(server, cube_path, remote_url, order, settings, echo)
-            entries.update(peer)
-            out["orders"][order] = {"block_size": ocfg.block_size, "loaders": entries, "ratios": remote_ratios(entries)}
+            out["orders"][order] = {"block_size": ocfg.block_size, "loaders": entries}
+        # insitubatch last: its residency (GBs of whole fields) would stay in this process's RSS
+        # and inflate the peak RSS of every depthcube entry measured after it.
+        for order, o in out["orders"].items():
+            o["loaders"].update(_insitubatch_entries(server, cube_path, remote_url, order, settings, echo))
+            o["ratios"] = remote_ratios(o["loaders"])
     return out
 
 

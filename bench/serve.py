@@ -23,6 +23,7 @@ from __future__ import annotations
 import http.server
 import os
 import re
+import sys
 import threading
 import time
 from functools import partial
@@ -111,6 +112,11 @@ class _Server(http.server.ThreadingHTTPServer):
         self._lock = threading.Lock()
         self.requests = 0
         self.bytes = 0
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that went away mid-response (a DataLoader worker shut down) is not an error."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
     def count_request(self) -> int:
         with self._lock:
