@@ -27,6 +27,10 @@ def register(sub) -> None:
     b.add_argument("--peer-budget", type=float, help="seconds per slow-peer run (default 45, quick 2)")
     b.add_argument("--max-windows", type=int, help="only the first N windows of the epoch order")
     b.add_argument("--no-build", action="store_true", help="skip the cube build benchmark")
+    b.add_argument("--latency-ms", type=float,
+                   help="latency bench: milliseconds the loopback HTTP server adds to every request (default 20)")
+    b.add_argument("--remote-budget", type=float, help="latency bench: seconds per entry (default 20, quick 3)")
+    b.add_argument("--no-remote", action="store_true", help="skip the latency bench (local vs loopback HTTP)")
     b.set_defaults(func=_bench)
 
 
@@ -37,7 +41,7 @@ def _bench(args) -> int:
 
     settings = BenchSettings.quick() if args.quick else BenchSettings()
     changes = {"preset": args.preset, "batch_size": args.batch_size, "peer_budget_s": args.peer_budget,
-               "max_windows": args.max_windows}
+               "max_windows": args.max_windows, "latency_ms": args.latency_ms, "remote_budget_s": args.remote_budget}
     if args.workers:
         try:
             changes["workers"] = tuple(int(w) for w in args.workers.split(","))
@@ -45,6 +49,8 @@ def _bench(args) -> int:
             raise ValueError(f"--workers: expected comma-separated integers, got {args.workers!r}") from None
     if args.no_build:
         changes["build"] = False
+    if args.no_remote:
+        changes["remote"] = False
     settings = dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})
     run_bench(args.cube, args.demo, args.out, settings, dataset_config=str(REPO / "configs" / "dataset.yaml"),
               quick=args.quick)

@@ -14,7 +14,8 @@ HTTP filesystem and zarr's sharded reads send), and counting requests and bytes 
 Faults: ``delay_s`` sleeps before each response (the round trip of a far store);
 ``fail_every=n`` answers every n-th GET with HTTP 500 (a flaky store); ``stall_s`` makes every
 GET wait that long first (a hung store); :meth:`LoopbackServer.stop` then a request = a store
-that is down (connection refused).
+that is down (connection refused). ``require_headers`` answers 403 to a request without those
+headers (a store that needs credentials: what ``storage_options={"headers": ...}`` must bring).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import http.server
 import os
 import re
+import sys
 import threading
 import time
 from functools import partial
@@ -45,6 +47,9 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     def _serve(self, body: bool) -> None:
         server = self.server
         n = server.count_request()
+        if any(self.headers.get(k) != v for k, v in server.require_headers.items()):
+            self._reply(403, b"forbidden: a required header is missing\n")
+            return
         if server.stall_s:
             time.sleep(server.stall_s)
         if server.delay_s:
@@ -99,12 +104,19 @@ class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64
 
-    def __init__(self, address, handler, delay_s: float, fail_every: int, stall_s: float):
+    def __init__(self, address, handler, delay_s: float, fail_every: int, stall_s: float,
+                 require_headers: dict[str, str] | None = None):
         super().__init__(address, handler)
         self.delay_s, self.fail_every, self.stall_s = delay_s, fail_every, stall_s
+        self.require_headers = dict(require_headers or {})
         self._lock = threading.Lock()
         self.requests = 0
         self.bytes = 0
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that went away mid-response (a DataLoader worker shut down) is not an error."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
     def count_request(self) -> int:
         with self._lock:
@@ -120,22 +132,26 @@ class LoopbackServer:
     """Serve ``folder`` at ``self.url`` (``http://127.0.0.1:<port>``) in a background thread.
 
     ``delay_s``: seconds added to every request (default 0); ``fail_every``: every n-th GET is
-    an HTTP 500 (0 = never); ``stall_s``: seconds every GET waits before answering. Use as a
-    context manager, or :meth:`start` / :meth:`stop`.
+    an HTTP 500 (0 = never); ``stall_s``: seconds every GET waits before answering;
+    ``require_headers``: headers every request must carry (403 otherwise). Use as a context
+    manager, or :meth:`start` / :meth:`stop`.
     """
 
-    def __init__(self, folder: str | os.PathLike, delay_s: float = 0.0, fail_every: int = 0, stall_s: float = 0.0):
+    def __init__(self, folder: str | os.PathLike, delay_s: float = 0.0, fail_every: int = 0, stall_s: float = 0.0,
+                 require_headers: dict[str, str] | None = None):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise FileNotFoundError(f"{self.folder}: not a folder to serve")
         self.delay_s, self.fail_every, self.stall_s = float(delay_s), int(fail_every), float(stall_s)
+        self.require_headers = dict(require_headers or {})
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
 
     def start(self) -> "LoopbackServer":
         handler = partial(_Handler, directory=str(self.folder))
-        self._server = _Server(("127.0.0.1", 0), handler, self.delay_s, self.fail_every, self.stall_s)
+        self._server = _Server(("127.0.0.1", 0), handler, self.delay_s, self.fail_every, self.stall_s,
+                               self.require_headers)
         self._server.timeout = 30
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="depthcube-loopback-http", daemon=True)

@@ -32,6 +32,11 @@ chunk cache, ``cache_mb``, plus one window's arrays, whatever the cube's size) a
 ``rss_peak_mb`` (main RSS + workers' USS). ``ratios`` divide depthcube's samples/s by each peer's
 at the same worker count; ``targets`` compare the best of those with the issue's targets.
 
+The latency bench (:mod:`bench.remote`, ``remote`` in the report; off with ``remote=False``)
+serves the cube over loopback HTTP with ``latency_ms`` per request and compares CubeStream and
+its raw reads local vs remote, in sorted and random window order, with insitubatch (peer 3,
+:mod:`bench.insitu`) on the same windows and server.
+
 ``--quick`` writes a tiny demo and cube in a temp folder and runs everything with small budgets:
 a smoke test of the whole benchmark, not a measurement.
 """
@@ -113,15 +118,21 @@ class BenchSettings:
     rasterise_profiles: int = 20000
     build: bool = True
     tile_size: int = 128
+    remote: bool = True
+    latency_ms: float = 20.0
+    remote_budget_s: float = 20.0
+    remote_max_windows: int | None = None
 
     def __post_init__(self):
         if self.batch_size < 1 or any(w < 0 for w in self.workers) or self.tile_size < 1:
             raise ValueError(f"bench settings: batch_size and tile_size must be >= 1 and workers >= 0, got {self}")
+        if self.latency_ms < 0 or self.remote_budget_s <= 0:
+            raise ValueError(f"bench settings: latency_ms must be >= 0 and remote_budget_s > 0, got {self}")
 
     @classmethod
     def quick(cls) -> "BenchSettings":
         return cls(batch_size=4, peer_budget_s=2.0, loader_budget_s=10.0, max_windows=24, side_budget_s=0.5,
-                   rasterise_profiles=2000, tile_size=16)
+                   rasterise_profiles=2000, tile_size=16, remote_budget_s=2.0, remote_max_windows=6)
 
 
 # --------------------------------------------------------------------------------------------
@@ -537,6 +548,11 @@ def run_bench(cube: str | None, demo: str | None, out: str | Path | None, settin
         report.update(compare_loaders(cube, demo, settings, dataset_config, echo))
         report["ratios"] = ratios(report["loaders"], settings.workers)
         report["targets"] = target_checks(report["ratios"])
+        if settings.remote:
+            from .remote import bench_remote
+
+            echo(f"latency bench (loopback HTTP, {settings.latency_ms:g} ms per request):")
+            report["remote"] = bench_remote(cube, settings, dataset_config, settings.latency_ms, echo)
         if demo:
             echo("profile rasterisation ...")
             report["rasterise"] = bench_rasterise(cube, demo, settings)
@@ -580,6 +596,10 @@ def format_table(report: dict) -> str:
     for k, t in report.get("targets", {}).items():
         v = t["measured"]
         lines.append(f"target {k} >= {t['target']:g}: " + ("n/a" if v is None else f"{v:.2f} ({'met' if t['met'] else 'NOT met'})"))
+    if "remote" in report:
+        from .remote import format_remote
+
+        lines += format_remote(report["remote"])
     if "build" in report:
         b = report["build"]
         lines.append(f"build: depthcube {b['depthcube']['mb_per_s']:.1f} MB/s, plain open_mfdataset.to_zarr "

@@ -44,8 +44,8 @@ from .errors import ConfigError, InputError
 from .grid import CubeGrid
 from .inputs import InputFile, expand_inputs
 from .layout import CONTRACT, decode_attrs
-from .plan import (Plan, Reject, fingerprint, input_days, phase_a_tasks, phase_b_tasks, portable, same_build, scan,
-                   table_task, why_not_append)
+from .plan import (Plan, Reject, fingerprint, input_days, phase_a_tasks, phase_b_tasks, recorded_config, same_build,
+                   scan, table_task, why_not_append)
 from .tasks import regrid_static, runnable
 
 log = logging.getLogger("depthcube.build")
@@ -75,9 +75,14 @@ class BuildReport:
         self.rejects.append({"file": url, "reason": err.reason, "detail": err.detail})
 
 
-def build(cfg: CubeConfig, *, strict: bool | None = None, progress: bool | None = None,
-          scheduler: str | None = None, local_cluster: int | None = None, rebuild: bool = False) -> BuildReport:
+def build(cfg: CubeConfig, *, storage_options: dict | None = None, strict: bool | None = None,
+          progress: bool | None = None, scheduler: str | None = None, local_cluster: int | None = None,
+          rebuild: bool = False) -> BuildReport:
     """Build (or bring up to date) the cube described by ``cfg``. Returns a :class:`BuildReport`.
+
+    ``storage_options`` reach the output store (fsspec/zarr: ``key``, ``secret``,
+    ``endpoint_url``, ...), over the config's ``output_storage_options`` key by key; the inputs
+    are reached with ``cfg.inputs.storage_options``. Neither is recorded in the cube.
 
     Input problems never raise (the file goes to the reject list) unless ``strict``; then the
     first bad file raises :class:`InputError` naming it, before anything is published. With
@@ -93,17 +98,21 @@ def build(cfg: CubeConfig, *, strict: bool | None = None, progress: bool | None 
     under a file) raise OutputError with one line, leaving a staging folder a rerun resumes.
     """
     t_start = time.perf_counter()
+    if storage_options:
+        cfg = dataclasses.replace(cfg, output_storage_options={**cfg.output_storage_options, **storage_options})
+    opts = cfg.output_storage_options
     strict = cfg.strict if strict is None else strict
     progress = cfg.compute.progress if progress is None else progress
     final = _output_path(cfg.output)
     report = BuildReport(output=final, staging=final + ".partial")
     files = _inputs(cfg, report, strict)
     try:
-        _refuse_foreign(final)  # before the lock too, so no lock file appears beside a refused path
-        with store.BuildLock(final):
+        _reachable(final, opts)
+        _refuse_foreign(final, opts)  # before the lock too, so no lock file appears beside a refused path
+        with store.BuildLock(final, opts):
             _build_locked(cfg, files, report, strict, progress, scheduler, local_cluster, rebuild)
     except OSError as e:
-        raise store.OutputError(store.describe_os_error(e, final, _work_kept(report.staging))) from e
+        raise store.OutputError(store.describe_os_error(e, final, _work_kept(report.staging, opts))) from e
     report.seconds = time.perf_counter() - t_start
     return report
 
@@ -126,7 +135,8 @@ def _inputs(cfg: CubeConfig, report: BuildReport, strict: bool) -> list[InputFil
 def _build_locked(cfg: CubeConfig, files: list[InputFile], report: BuildReport, strict: bool, progress: bool,
                   scheduler: str | None, local_cluster: int | None, rebuild: bool):
     """The build proper, under the output's lock: plan, stage, run, publish; fills ``report``."""
-    existing = _existing_cube(report.output, rebuild)
+    opts = cfg.output_storage_options
+    existing = _existing_cube(report.output, rebuild, opts)
     if existing is not None and same_build(existing, cfg, files):
         if strict:
             _check_strict_rejects(existing)
@@ -139,16 +149,16 @@ def _build_locked(cfg: CubeConfig, files: list[InputFile], report: BuildReport, 
     ocean_mask, bottom = regrid_static(cfg, plan)
     patches = _patches(cfg, plan.grid, ocean_mask)
     if append:
-        _grow(target, existing, plan)
+        _grow(target, plan, opts)
     elif journal is None:
         journal = _create_staging(target, cfg, files, plan)
-    root = store.open_root(target)
+    root = store.open_root(target, storage_options=opts)
     root["static/ocean_mask"][:] = ocean_mask
     root["static/bottom_level"][:] = bottom
     keys = _run_tasks(target, cfg, plan, journal, report, strict, progress, scheduler, local_cluster, fresh=not append)
     _finish(target, cfg, plan, patches, report, files, keys, append, input_days(plan, journal.entries, report.rejects))
     if not append:
-        store.publish(target, report.output)
+        store.publish(target, report.output, opts)
     report.status = "appended" if append else "built"
 
 
@@ -177,11 +187,12 @@ def _resumable_journal(target: str, cfg: CubeConfig, files: list[InputFile], pla
                        rebuild: bool) -> store.Journal | None:
     """The journal to go on with: the cube's own when appending, a staging folder's when it
     holds this very plan (an interrupted build), else None (start a fresh staging folder)."""
+    opts = cfg.output_storage_options
     if append:
-        return store.Journal(target)
-    if not store.exists(target) or rebuild:
+        return store.Journal(target, opts)
+    if not store.exists(target, opts) or rebuild:
         return None
-    journal = store.Journal(target)
+    journal = store.Journal(target, opts)
     if journal.entries.get("__plan__", {}).get("fingerprint") != fingerprint(cfg, files, plan):
         return None  # a stale staging folder from another plan: start again
     return journal
@@ -190,11 +201,13 @@ def _resumable_journal(target: str, cfg: CubeConfig, files: list[InputFile], pla
 def _create_staging(target: str, cfg: CubeConfig, files: list[InputFile], plan: Plan) -> store.Journal:
     """An empty cube at ``target`` (whatever staging was there removed) and its journal, which
     records the plan's fingerprint."""
-    store.remove(target)
+    opts = cfg.output_storage_options
+    store.remove(target, opts)
     store.create_cube(target, days=plan.days, glorys_times=plan.glorys_times, lat=plan.grid.lat,
                       lon=plan.grid.lon, depth=GLORYS_DEPTHS, chunking=cfg.chunks, compression=cfg.compression,
-                      tile=cfg.patches.tile_size, attrs={"contract": CONTRACT, "status": "building"})
-    journal = store.Journal(target)
+                      tile=cfg.patches.tile_size, attrs={"contract": CONTRACT, "status": "building"},
+                      storage_options=opts)
+    journal = store.Journal(target, opts)
     journal.record({"task": "__plan__", "fingerprint": fingerprint(cfg, files, plan)})
     return journal
 
@@ -222,12 +235,24 @@ def _run_tasks(target: str, cfg: CubeConfig, plan: Plan, journal: store.Journal,
     return keys
 
 
-def _work_kept(staging: str) -> str | None:
+def _work_kept(staging: str, storage_options: dict) -> str | None:
     """``staging`` if a failed build left its work there for a rerun to resume, else None."""
     try:
-        return staging if store.node_kind(staging) in ("staging", "cube") else None
+        return staging if store.node_kind(staging, storage_options) in ("staging", "cube") else None
     except OSError:
         return None
+
+
+def _reachable(final: str, storage_options: dict) -> None:
+    """OutputError in one line when the output's store cannot be reached at all (no credentials, a
+    wrong endpoint: the storage library's own error); filesystem errors are the caller's to describe."""
+    try:
+        store.node_kind(final, storage_options)
+    except (OSError, ImportError):
+        raise
+    except Exception as e:
+        raise store.OutputError(f"cannot reach {final}: {type(e).__name__}: {e}; check its storage options "
+                                f"(output_storage_options, --storage-options)") from None
 
 
 def _output_path(output: str) -> str:
@@ -238,27 +263,27 @@ def _output_path(output: str) -> str:
     return os.path.abspath(os.path.expanduser(str(output).removeprefix("file://")))
 
 
-def _refuse_foreign(final: str) -> str:
+def _refuse_foreign(final: str, storage_options: dict) -> str:
     """``final``'s :func:`~cube.store.node_kind`, after checking that nothing there or at its
     staging names is someone else's (OutputError otherwise). An empty folder at the final name
     counts as someone else's (a folder the user made); an empty ``.partial`` is a leftover of a
     build killed as it began, and is reused."""
-    kind = store.node_kind(final)
+    kind = store.node_kind(final, storage_options)
     if kind in ("foreign", "empty"):
         raise store.OutputError(f"{final} exists and is not a depthcube cube; depthcube never deletes or "
                                 f"replaces it: give another output path (-o)")
     for suffix, role in ((".partial", "stages a new cube"), (".old", "moves the old cube aside")):
-        if store.node_kind(final + suffix) == "foreign":
+        if store.node_kind(final + suffix, storage_options) == "foreign":
             raise store.OutputError(f"{final}{suffix} exists and was not made by depthcube, which {role} "
                                     f"there: move it away and run again")
     return kind
 
 
-def _existing_cube(final: str, rebuild: bool) -> dict | None:
+def _existing_cube(final: str, rebuild: bool, storage_options: dict) -> dict | None:
     """The root attributes of the cube at ``final`` (None when absent or ``rebuild``)."""
-    if _refuse_foreign(final) == "absent" or rebuild:
+    if _refuse_foreign(final, storage_options) == "absent" or rebuild:
         return None
-    return decode_attrs(store.open_root(final, mode="r").attrs.asdict())
+    return decode_attrs(store.open_root(final, mode="r", storage_options=storage_options).attrs.asdict())
 
 
 def _check_strict_rejects(attrs: dict):
@@ -270,11 +295,11 @@ def _check_strict_rejects(attrs: dict):
                                                  f"{len(rejects)} in all)".lstrip())
 
 
-def _grow(target: str, attrs: dict, plan: Plan):
+def _grow(target: str, plan: Plan, storage_options: dict):
     """Grow the time axes in place. The root ``zarr.json`` (attributes and consolidated metadata)
     is left alone until :func:`_finish`, so readers keep seeing the old cube meanwhile, and an
     interrupted append is found and finished by the next build (its attributes still say complete)."""
-    root = store.open_root(target)
+    root = store.open_root(target, storage_options=storage_options)
     store.resize_time(root, "ostia", plan.days)
     store.resize_time(root, "profiles", plan.days)
     store.resize_time(root, "glorys", plan.glorys_times, hourly=True)
@@ -334,7 +359,7 @@ def _grow_patch_index(url: str, patches, cfg: CubeConfig) -> bool:
     readers of the old cube never see the index disappear. False when the tiles changed."""
     from .index import obs_count
 
-    root = store.open_root(url)
+    root = store.open_root(url, storage_options=cfg.output_storage_options)
     g = root["patches"]
     gattrs = decode_attrs(g.attrs.asdict())
     same = (gattrs.get("patch_config") == to_dict(cfg.patches) and gattrs.get("split_config") == to_dict(cfg.split)
@@ -359,14 +384,14 @@ def _finish(url: str, cfg: CubeConfig, plan: Plan, patches, report: BuildReport,
 
     if not (append and _grow_patch_index(url, patches, cfg)):
         write_patch_index(url, patches, plan.grid, cfg)
-    store.consolidate(url, {
+    store.consolidate(url, storage_options=cfg.output_storage_options, attrs={
         "contract": CONTRACT,
         "status": "complete",
         "title": "depthcube: OSTIA, GLORYS and in-situ profiles on one grid",
         "Conventions": "CF-1.10",
         "software": f"depthcube {_version()}",
         "created_by": "depthcube build",
-        "build": {"config": to_dict(portable(cfg)), "grid": plan.grid.to_dict(), "start": str(plan.days[0]),
+        "build": {"config": recorded_config(cfg), "grid": plan.grid.to_dict(), "start": str(plan.days[0]),
                   "n_days": len(plan.days), "glorys_times": [str(t) for t in plan.glorys_times],
                   "task_keys": task_keys},
         "inputs": [{"url": f.url, "name": f.name, "product": f.product, "size": f.size, "checksum": f.checksum,

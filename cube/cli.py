@@ -34,18 +34,29 @@ def _demo(args) -> int:
     return 0
 
 
+def _storage_options(text: str | None, flag: str = "--storage-options") -> dict | None:
+    from .spec import storage_options_from_json
+
+    return storage_options_from_json(text, flag)
+
+
 def _build(args) -> int:
+    import dataclasses
+
     from .build import build
     from .config import load_cube_config
     from .open import describe, open_cube
 
     cfg = load_cube_config(args.config)
     if args.output:
-        import dataclasses
-
         cfg = dataclasses.replace(cfg, output=args.output)
-    report = build(cfg, strict=args.strict or None, progress=False if args.quiet else None,
-                   scheduler=args.scheduler, local_cluster=args.local_cluster, rebuild=args.rebuild)
+    inputs = _storage_options(args.input_storage_options, "--input-storage-options")
+    if inputs:
+        cfg = dataclasses.replace(cfg, inputs=dataclasses.replace(
+            cfg.inputs, storage_options={**cfg.inputs.storage_options, **inputs}))
+    report = build(cfg, storage_options=_storage_options(args.storage_options), strict=args.strict or None,
+                   progress=False if args.quiet else None, scheduler=args.scheduler,
+                   local_cluster=args.local_cluster, rebuild=args.rebuild)
     print(f"{report.status}: {report.output} in {report.seconds:.1f} s "
           f"({report.tasks_run} tasks run, {report.tasks_skipped} skipped, {report.bytes_read / 1e6:.1f} MB of inputs)")
     for line in report.warnings:
@@ -54,7 +65,8 @@ def _build(args) -> int:
         for r in entries:
             print(f"  {verb} {r['file']}: {r['reason']}" + (f" ({r['detail']})" if r.get("detail") else ""))
     if not args.quiet:
-        print(describe(open_cube(report.output), report.output))
+        options = {**cfg.output_storage_options, **(_storage_options(args.storage_options) or {})}
+        print(describe(open_cube(report.output, storage_options=options), report.output, options))
     return 0
 
 
@@ -66,8 +78,9 @@ def _index(args) -> int:
     from .open import describe, open_cube
     from .spec import from_dict
 
+    options = _storage_options(args.storage_options)
     if args.rebuild or any(v is not None for v in (args.tile_size, args.stride, args.threshold, args.split, args.val_fraction, args.seed)):
-        tree = open_cube(args.cube)
+        tree = open_cube(args.cube, storage_options=options)
         from .layout import decode_attrs
 
         cfg = decode_attrs(tree.attrs)["build"]["config"]
@@ -75,13 +88,13 @@ def _index(args) -> int:
             ("tile_size", args.tile_size), ("stride", args.stride), ("invalid_threshold", args.threshold)) if v is not None})
         s = dataclasses.replace(from_dict(SplitSpec, cfg["split"]), **{k: v for k, v in (
             ("method", args.split), ("val_fraction", args.val_fraction), ("seed", args.seed), ("val_year", args.val_year)) if v is not None})
-        patches = rebuild_index(args.cube, p, s)
+        patches = rebuild_index(args.cube, p, s, storage_options=options)
         print(f"patch index rebuilt: {len(patches)} tiles " + str(patches["split"].value_counts().to_dict()))
     if args.export:
-        export_index(args.cube, args.export)
+        export_index(args.cube, args.export, storage_options=options)
         print(f"wrote {args.export}")
     if not (args.export or args.rebuild):
-        print(describe(open_cube(args.cube), args.cube))
+        print(describe(open_cube(args.cube, storage_options=options), args.cube, options))
     return 0
 
 
@@ -120,8 +133,9 @@ def _floats(text: str) -> list[int]:
 def _info(args) -> int:
     from .open import describe, open_cube
 
-    tree = open_cube(args.cube)
-    print(describe(tree, args.cube))
+    options = _storage_options(args.storage_options)
+    tree = open_cube(args.cube, storage_options=options)
+    print(describe(tree, args.cube, options))
     if args.tree:
         print(tree)
     return 0
@@ -154,6 +168,11 @@ def register(sub) -> None:
     b.add_argument("--rebuild", action="store_true",
                    help="build from scratch and replace the existing cube (needed when it cannot be brought up to "
                         "date in place); a path that is not a depthcube cube is never replaced")
+    b.add_argument("--storage-options", metavar="JSON",
+                   help="fsspec storage options of the output store, over the config's output_storage_options key "
+                        "by key, e.g. '{\"endpoint_url\": \"http://127.0.0.1:9000\", \"key\": \"...\", \"secret\": \"...\"}'")
+    b.add_argument("--input-storage-options", metavar="JSON",
+                   help="fsspec storage options of the input URLs, over the config's inputs.storage_options key by key")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     b.set_defaults(func=_build)
 
@@ -168,6 +187,7 @@ def register(sub) -> None:
     i.add_argument("--val-year", type=int)
     i.add_argument("--seed", type=int)
     i.add_argument("--export", metavar="PATH", help="write the index as .csv or .parquet")
+    i.add_argument("--storage-options", metavar="JSON", help="fsspec storage options for the cube URL")
     i.set_defaults(func=_index)
 
     w = sub.add_parser("download", help="fetch the real OSTIA, GLORYS, EN4 and Argo inputs of a region and span",
@@ -194,4 +214,5 @@ def register(sub) -> None:
     n = sub.add_parser("info", help="summarise a cube")
     n.add_argument("cube", help="cube path or URL")
     n.add_argument("--tree", action="store_true", help="also print the xarray DataTree")
+    n.add_argument("--storage-options", metavar="JSON", help="fsspec storage options for the cube URL")
     n.set_defaults(func=_info)

@@ -11,10 +11,10 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from .layout import ChunkConfig, CompressionConfig
-from .spec import check, config_base, load_config, resolve_path
+from .spec import check, check_storage_options, config_base, load_config, resolve_path
 from .tiling import PatchSpec, SplitSpec
 
 
@@ -25,12 +25,22 @@ from .tiling import PatchSpec, SplitSpec
 
 @dataclass(frozen=True)
 class InputsConfig:
-    """Where the raw products are: glob patterns or lists of paths/URLs per product (any fsspec URL)."""
+    """Where the raw products are: glob patterns or lists of paths/URLs per product (any fsspec URL).
+
+    ``storage_options``: what fsspec needs to reach the input URLs (``key``/``secret``,
+    ``endpoint_url`` or ``client_kwargs`` for ``s3://``, ``headers`` for ``https://``, ...), passed
+    to ``fsspec.url_to_fs`` for every input; empty = fsspec's defaults (the AWS_* variables for
+    ``s3://``). Never recorded in the cube.
+    """
 
     ostia: list[str] = field(default_factory=list)
     glorys: list[str] = field(default_factory=list)
     en4: list[str] = field(default_factory=list)
     argo: list[str] = field(default_factory=list)
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        check_storage_options("storage_options", self.storage_options)
 
 
 @dataclass(frozen=True)
@@ -97,7 +107,11 @@ class ComputeConfig:
 
 @dataclass(frozen=True)
 class CubeConfig:
-    """Everything ``depthcube build`` needs. Relative paths resolve against the config file's folder."""
+    """Everything ``depthcube build`` needs. Relative paths resolve against the config file's folder.
+
+    ``output_storage_options``: what fsspec and zarr need to reach ``output`` (the inputs have
+    their own, ``inputs.storage_options``); empty = fsspec's defaults. Never recorded in the cube.
+    """
 
     output: str = "data/cube.zarr"
     inputs: InputsConfig = field(default_factory=InputsConfig)
@@ -110,9 +124,11 @@ class CubeConfig:
     split: SplitSpec = field(default_factory=SplitSpec)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     strict: bool = False
+    output_storage_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         check(bool(self.output), "output: must be a path or URL")
+        check_storage_options("output_storage_options", self.output_storage_options)
         check(not self.patches.overlapping or self.split.method == "year" or self.split.val_year is not None,
                "split.val_year: overlapping tiles (patches.stride < tile_size) need a temporal holdout year")
         spatial, tile = self.chunks.spatial, self.patches.tile_size
@@ -142,6 +158,6 @@ def load_cube_config(path: str | Path, **overrides) -> CubeConfig:
 
 def resolve_paths(cfg: CubeConfig, base: Path) -> CubeConfig:
     """``cfg`` with its relative local input paths and output made absolute against ``base``."""
-    inputs = InputsConfig(**{k: [resolve_path(p, base) for p in getattr(cfg.inputs, k)]
-                             for k in ("ostia", "glorys", "en4", "argo")})
+    inputs = dataclasses.replace(cfg.inputs, **{k: [resolve_path(p, base) for p in getattr(cfg.inputs, k)]
+                                                for k in ("ostia", "glorys", "en4", "argo")})
     return dataclasses.replace(cfg, inputs=inputs, output=resolve_path(cfg.output, base))

@@ -54,8 +54,9 @@ def obs_count(root, patches: pd.DataFrame, tile: int, days_per_read: int = 64) -
 
 
 def write_patch_index(url: str, patches: pd.DataFrame, grid: CubeGrid, cfg: CubeConfig) -> xr.Dataset:
-    """Write (replace) the ``patches`` group of the cube at ``url`` and return it."""
-    root = store.open_root(url)
+    """Write (replace) the ``patches`` group of the cube at ``url`` (reached with the config's
+    ``output_storage_options``) and return it."""
+    root = store.open_root(url, storage_options=cfg.output_storage_options)
     counts = obs_count(root, patches, cfg.patches.tile_size)
     time = root["profiles/time"][:]
     ds = xr.Dataset(
@@ -77,25 +78,28 @@ def write_patch_index(url: str, patches: pd.DataFrame, grid: CubeGrid, cfg: Cube
     ds = ds.set_coords(["lat_center", "lon_center"])
     compressors = array_compressors(cfg.compression)  # checksummed like every cube array
     encoding = {name: {"compressors": compressors} for name in ds.variables}
-    ds.to_zarr(str(url), group="patches", mode="w", zarr_format=3, consolidated=False, encoding=encoding)
+    ds.to_zarr(str(url), group="patches", mode="w", zarr_format=3, consolidated=False, encoding=encoding,
+               **store.zarr_options(url, cfg.output_storage_options))
     return ds
 
 
-def rebuild_index(url: str, patches_cfg: PatchSpec | None = None, split_cfg: SplitSpec | None = None) -> pd.DataFrame:
+def rebuild_index(url: str, patches_cfg: PatchSpec | None = None, split_cfg: SplitSpec | None = None,
+                  storage_options: dict | None = None) -> pd.DataFrame:
     """``depthcube index``: recompute the patch index of an existing cube without rebuilding it."""
     from .patches import build_patches
     from .tiling import assign_splits
 
-    root = store.open_root(url)
+    root = store.open_root(url, storage_options=storage_options)
     build_attrs = decode_attrs(root.attrs.asdict()).get("build", {})
     cfg = _config_from_attrs(build_attrs)
-    cfg = dataclasses.replace(cfg, patches=patches_cfg or cfg.patches, split=split_cfg or cfg.split)
+    cfg = dataclasses.replace(cfg, patches=patches_cfg or cfg.patches, split=split_cfg or cfg.split,
+                              output_storage_options=storage_options or {})
     grid = CubeGrid.from_dict(build_attrs["grid"])
     ocean = root["static/ocean_mask"][:]
     patches = assign_splits(build_patches(ocean, grid, cfg.patches), cfg.split)
     write_patch_index(url, patches, grid, cfg)
     build_attrs["config"] = {**build_attrs.get("config", {}), "patches": to_dict(cfg.patches), "split": to_dict(cfg.split)}
-    store.consolidate(url, {"build": build_attrs})  # attributes and metadata in one atomic write
+    store.consolidate(url, {"build": build_attrs}, storage_options)  # attributes and metadata in one atomic write
     return patches
 
 
@@ -103,9 +107,10 @@ def _config_from_attrs(build_attrs: dict) -> CubeConfig:
     return from_dict(CubeConfig, build_attrs.get("config", {}), label="cube attrs build.config")
 
 
-def export_index(url: str, path: str) -> None:
+def export_index(url: str, path: str, storage_options: dict | None = None) -> None:
     """Write the cube's patch index to ``path`` (.csv or .parquet)."""
     from .patches import export_patches
 
-    ds = xr.open_zarr(str(url), group="patches", zarr_format=3, consolidated=False)
+    ds = xr.open_zarr(str(url), group="patches", zarr_format=3, consolidated=False,
+                      **store.zarr_options(url, storage_options))
     export_patches(ds.drop_vars(["obs_count", "time"]).to_dataframe().reset_index(), path)

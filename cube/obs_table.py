@@ -63,18 +63,18 @@ def _part_url(url: str, t0: int, t1: int) -> str:
     return f"{str(url).rstrip('/')}/.build/table/{t0}-{t1}.npz"
 
 
-def write_part(url: str, t0: int, t1: int, rows: dict[str, np.ndarray]) -> None:
+def write_part(url: str, t0: int, t1: int, rows: dict[str, np.ndarray], storage_options: dict | None = None) -> None:
     """Save the rows of the daily chunk [t0, t1) for :func:`write_table` (one object, replaced whole)."""
     buf = io.BytesIO()
     np.savez(buf, **rows)
-    fs, path = store.fs_and_path(_part_url(url, t0, t1))
+    fs, path = store.fs_and_path(_part_url(url, t0, t1), storage_options)
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     fs.pipe_file(path, buf.getvalue())
 
 
-def read_part(url: str, t0: int, t1: int) -> dict[str, np.ndarray] | None:
+def read_part(url: str, t0: int, t1: int, storage_options: dict | None = None) -> dict[str, np.ndarray] | None:
     """The saved rows of the daily chunk [t0, t1), None when there is no part."""
-    fs, path = store.fs_and_path(_part_url(url, t0, t1))
+    fs, path = store.fs_and_path(_part_url(url, t0, t1), storage_options)
     try:
         data = fs.cat_file(path)
     except FileNotFoundError:
@@ -97,13 +97,14 @@ def dense_rows(root, t0: int, t1: int, block: int) -> dict[str, np.ndarray]:
     return concat_rows(parts, n_levels)
 
 
-def write_table(url: str, parts: list[tuple[int, int, int | None]], block: int, from_dense: bool = False) -> int:
+def write_table(url: str, parts: list[tuple[int, int, int | None]], block: int, from_dense: bool = False,
+                storage_options: dict | None = None) -> int:
     """Write ``profiles/obs_*`` and the index from the rows of every daily chunk ``(t0, t1,
     n_rows)``, in time order, and return the number of rows. Each chunk's rows are its part
     (:func:`read_part`), else (or with ``from_dense``) :func:`dense_rows`; ``n_rows`` (None: not
     checked) is what its task reported. Every obs chunk is written once, whole (the last one as
     far as it goes)."""
-    root = store.open_root(url)
+    root = store.open_root(url, storage_options=storage_options)
     arrays = {f: root[f"profiles/obs_{f}"] for f in FIELDS}
     rows_per_chunk = arrays["day"].chunks[0]
     n_levels = root["profiles/count"].shape[1]
@@ -113,7 +114,7 @@ def write_table(url: str, parts: list[tuple[int, int, int | None]], block: int, 
     starts = np.zeros((len(parts), n_lat_blocks, n_lon_blocks), np.int64)
     offset, written, carry = 0, 0, empty_rows(n_levels)
     for k, (t0, t1, n) in enumerate(sorted(parts)):
-        rows = None if from_dense else read_part(url, t0, t1)
+        rows = None if from_dense else read_part(url, t0, t1, storage_options)
         if rows is None:
             if not from_dense:
                 log.info("%s: no table part for days [%d, %d): taken from the dense arrays", url, t0, t1)
@@ -137,13 +138,13 @@ def write_table(url: str, parts: list[tuple[int, int, int | None]], block: int, 
     for arr, values in ((start_arr, starts), (stop_arr, stops)):
         arr.resize(values.shape)
         arr[...] = values
-    _remove_stale_parts(url, {(t0, t1) for t0, t1, _ in parts})
+    _remove_stale_parts(url, {(t0, t1) for t0, t1, _ in parts}, storage_options)
     return offset
 
 
-def _remove_stale_parts(url: str, current: set[tuple[int, int]]) -> None:
+def _remove_stale_parts(url: str, current: set[tuple[int, int]], storage_options: dict | None = None) -> None:
     """Delete the parts of daily chunks this cube no longer has (an append grew the last chunk)."""
-    fs, path = store.fs_and_path(_part_url(url, 0, 0))
+    fs, path = store.fs_and_path(_part_url(url, 0, 0), storage_options)
     folder = path.rsplit("/", 1)[0]
     if not fs.exists(folder):
         return

@@ -8,6 +8,7 @@ import zarr
 
 from .errors import DepthcubeError
 from .layout import check_contract, decode_attrs
+from .store import zarr_options
 
 
 def open_cube(path: str, chunks: dict | None | str = "auto", storage_options: dict | None = None) -> xr.DataTree:
@@ -20,7 +21,7 @@ def open_cube(path: str, chunks: dict | None | str = "auto", storage_options: di
     checks the contract first (:func:`cube.layout.check_contract`): a store that is not a cube of
     this contract raises ``ContractError`` in one line.
     """
-    kwargs = {"storage_options": storage_options} if storage_options else {}
+    kwargs = zarr_options(str(path), storage_options)
     if chunks == "auto":
         chunks = {}
     try:
@@ -31,27 +32,28 @@ def open_cube(path: str, chunks: dict | None | str = "auto", storage_options: di
     return xr.open_datatree(str(path), engine="zarr", consolidated=True, chunks=chunks, zarr_format=3, **kwargs)
 
 
-def _stored_mb(path: str) -> float | None:
+def _stored_mb(path: str, storage_options: dict | None = None) -> float | None:
     """Bytes the cube occupies in its store (None if the store cannot say)."""
     if not path:
         return None
     try:
         import fsspec
 
-        fs, root = fsspec.core.url_to_fs(str(path))
+        fs, root = fsspec.core.url_to_fs(str(path), **(storage_options or {}))
         return fs.du(root) / 1e6
     except Exception:  # a summary line is not worth failing `info` for
         return None
 
 
-def describe(tree: xr.DataTree, path: str = "") -> str:
-    """A human summary: grid, sizes, time range, tiles per split, profiles used/rejected, rejects."""
+def describe(tree: xr.DataTree, path: str = "", storage_options: dict | None = None) -> str:
+    """A human summary: grid, sizes, time range, tiles per split, profiles used/rejected, rejects
+    (``storage_options`` reach ``path`` to size the stored cube)."""
     a = decode_attrs(tree.attrs)
     build = a.get("build", {})
     grid = build.get("grid", {})
     days = tree["ostia"].time.values
     lines = [f"cube {path}".rstrip(), f"  contract     {a.get('contract')}  ({a.get('software')})"]
-    stored = _stored_mb(path)
+    stored = _stored_mb(path, storage_options)
     if stored is not None:
         lines.append(f"  stored       {stored:.1f} MB")
     if grid:

@@ -26,7 +26,7 @@ from .config import CubeConfig
 from .spec import to_dict
 from .errors import ConfigError, InputError
 from .grid import CubeGrid
-from .inputs import PRODUCTS, InputFile
+from .inputs import PRODUCTS, InputFile, input_path
 from .layout import CONTRACT
 from .readers.horizontal import as_bbox
 
@@ -62,7 +62,7 @@ def scan(cfg: CubeConfig, files: list[InputFile], reject: Reject) -> Plan:
             reject(f, e)
             return None
 
-    ostia_meta = [(f, guarded(f, lambda: readers.scan_ostia(f.url))) for f in by_product["ostia"]]
+    ostia_meta = [(f, guarded(f, lambda: readers.scan_ostia(input_path(f, cfg)))) for f in by_product["ostia"]]
     ostia_meta = [(f, meta) for f, meta in ostia_meta if meta is not None]
     grid = choose_grid(cfg, ostia_meta[0][1] if ostia_meta else None)
     ostia_days = _ostia_days(ostia_meta, grid, reject)
@@ -72,7 +72,7 @@ def scan(cfg: CubeConfig, files: list[InputFile], reject: Reject) -> Plan:
     skipped = [{"file": f.url, "reason": "outside_time_range",
                 "detail": f"day {d} is not in the cube's days {days[0]}..{days[-1]}"}
                for d, f in sorted(ostia_days.items()) if d not in index]
-    scanned = [(f, guarded(f, lambda: _scan_glorys(f, grid))) for f in by_product["glorys"]]
+    scanned = [(f, guarded(f, lambda: _scan_glorys(f, cfg, grid))) for f in by_product["glorys"]]
     glorys_times, glorys_files = _glorys_axis([(f, meta) for f, meta in scanned if meta is not None], reject)
     return Plan(grid, days, ostia_by_day, glorys_times, glorys_files, by_product["en4"] + by_product["argo"], skipped)
 
@@ -116,17 +116,17 @@ def _glorys_axis(scanned: list[tuple[InputFile, dict]], reject: Reject):
     return glorys_times, [(f, [tindex[t] for t in times]) for f, times in entries]
 
 
-def _scan_glorys(f: InputFile, grid: CubeGrid) -> dict:
+def _scan_glorys(f: InputFile, cfg: CubeConfig, grid: CubeGrid) -> dict:
     """The readers' GLORYS scan, after two checks of the file's axes against the cube: a grid,
     not a point extract (``bad_grid``), and some overlap with the cube's region (``outside_region``)."""
-    meta = readers.scan_glorys(f.url)
+    meta = readers.scan_glorys(input_path(f, cfg))
     if meta["lat"].size < 2 or meta["lon"].size < 2:
         raise InputError(f.url, "bad_grid", f"a {meta['lat'].size} x {meta['lon'].size} point extract, not a grid "
                                             f"(at least 2 x 2 cells are needed to regrid)")
     outside = _outside_region(f, meta, grid)
     if outside is not None:
         raise outside
-    return readers.scan_glorys(f.url, bbox=grid_bbox(grid))
+    return readers.scan_glorys(input_path(f, cfg), bbox=grid_bbox(grid))
 
 
 def _outside_region(f: InputFile, meta: dict, grid: CubeGrid) -> InputError | None:
@@ -262,7 +262,8 @@ def phase_b_tasks(url: str, cfg: CubeConfig, plan: Plan, journal_entries: dict, 
     for t0, t1 in _chunks(len(plan.days), cfg.chunks.days):
         sources = [f for f, (lo, hi) in ranges if lo < t1 and hi >= t0]
         tasks[_chunk_key("profiles-b", t0, t1, sources)] = (
-            "profiles-b", (url, plan.grid, t0, t1, sources, cfg.chunks.spatial or cfg.patches.tile_size, fresh))
+            "profiles-b", (url, plan.grid, t0, t1, sources, cfg.chunks.spatial or cfg.patches.tile_size, fresh,
+                           cfg.output_storage_options))
     return tasks
 
 
@@ -273,7 +274,7 @@ def table_task(url: str, cfg: CubeConfig, tasks_b: dict, journal_entries: dict) 
     parts = [(args[2], args[3], journal_entries[key].get("rows")) for key, (_, args) in tasks_b.items()]
     digest = hashlib.sha1(json.dumps(sorted(tasks_b)).encode()).hexdigest()[:12]
     block = cfg.chunks.spatial or cfg.patches.tile_size
-    return {f"profiles-table:{digest}": ("profiles-table", (url, parts, block))}
+    return {f"profiles-table:{digest}": ("profiles-table", (url, parts, block, cfg.output_storage_options))}
 
 
 def input_days(plan: Plan, journal_entries: dict, rejects: list[dict]) -> dict[str, list[str]]:
@@ -299,9 +300,10 @@ def input_days(plan: Plan, journal_entries: dict, rejects: list[dict]) -> dict[s
 
 
 def fingerprint(cfg: CubeConfig, files: list[InputFile], plan: Plan) -> str:
-    """Identity of a plan, recorded in a staging folder's journal: a rerun resumes only its own plan."""
-    payload = json.dumps([CONTRACT, to_dict(cfg), [f.key() for f in files], str(plan.days[0]), len(plan.days),
-                          [str(t) for t in plan.glorys_times]], default=str)
+    """Identity of a plan, recorded in a staging folder's journal: a rerun resumes only its own plan
+    (whatever storage options, credentials included, reach the stores)."""
+    payload = json.dumps([CONTRACT, _without_storage_options(to_dict(cfg)), [f.key() for f in files],
+                          str(plan.days[0]), len(plan.days), [str(t) for t in plan.glorys_times]], default=str)
     return hashlib.sha1(payload.encode()).hexdigest()
 
 
@@ -310,9 +312,18 @@ def portable(cfg: CubeConfig) -> CubeConfig:
     return dataclasses.replace(cfg, inputs=type(cfg.inputs)(), compute=type(cfg.compute)())
 
 
-def _recorded_config(cfg: CubeConfig):
-    """``portable(cfg)`` as it reads back from the cube's JSON attributes."""
-    return json.loads(json.dumps(to_dict(portable(cfg))))
+def recorded_config(cfg: CubeConfig) -> dict:
+    """``portable(cfg)`` as the cube's JSON attributes hold it (and read it back). The storage
+    options are left out: they hold credentials, and how a store is reached is not what the cube
+    is (a cube built before they existed compares equal)."""
+    return json.loads(json.dumps(_without_storage_options(to_dict(portable(cfg)))))
+
+
+def _without_storage_options(config: dict) -> dict:
+    """A config's plain-data form without ``output_storage_options`` and ``inputs.storage_options``."""
+    out = {k: v for k, v in config.items() if k != "output_storage_options"}
+    out["inputs"] = {k: v for k, v in config.get("inputs", {}).items() if k != "storage_options"}
+    return out
 
 
 def same_build(attrs: dict, cfg: CubeConfig, files: list[InputFile]) -> bool:
@@ -320,7 +331,7 @@ def same_build(attrs: dict, cfg: CubeConfig, files: list[InputFile]) -> bool:
     inputs, under this contract."""
     old = attrs.get("build", {})
     return (attrs.get("status") == "complete" and attrs.get("contract") == CONTRACT
-            and old.get("config") == _recorded_config(cfg)
+            and old.get("config") == recorded_config(cfg)
             and sorted(i["checksum"] + i["url"] for i in attrs.get("inputs", []))
             == sorted(f.checksum + f.url for f in files))
 
@@ -334,7 +345,7 @@ def why_not_append(attrs: dict, cfg: CubeConfig, plan: Plan) -> str | None:
         (attrs.get("contract") == CONTRACT, f"it was built with contract {str(attrs.get('contract')).rsplit(' ', 1)[-1]}, "
                                             f"this version writes {CONTRACT.rsplit(' ', 1)[-1]}"),
         (attrs.get("status") == "complete", f"its status is {attrs.get('status')!r}"),
-        (old.get("config") == _recorded_config(cfg), "the build config changed"),
+        (old.get("config") == recorded_config(cfg), "the build config changed"),
         (old.get("grid") == plan.grid.to_dict(), "the grid changed"),
         (str(plan.days[0]) == old.get("start"), f"the first day moves from {old.get('start')} to {plan.days[0]}"),
         (len(plan.days) >= old.get("n_days", 0), f"the days shrink from {old.get('n_days')} to {len(plan.days)}"),

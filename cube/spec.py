@@ -19,6 +19,7 @@ with it.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 import types
@@ -199,6 +200,28 @@ def check(cond: bool, message: str) -> None:
     (the loader prefixes the key path of the field the message names)."""
     if not cond:
         raise ValueError(message)
+
+
+def check_storage_options(name: str, options: dict) -> None:
+    """A ``storage_options`` mapping (what ``fsspec.url_to_fs`` and zarr take) has string keys;
+    ``ValueError`` naming ``name`` otherwise. Values are the filesystem's to judge."""
+    check(isinstance(options, dict), f"{name}: expected a mapping of fsspec options, got {options!r}")
+    bad = [k for k in options if not isinstance(k, str)]
+    check(not bad, f"{name}: option names must be strings, got {bad}")
+
+
+def storage_options_from_json(text: str | None, flag: str = "--storage-options") -> dict | None:
+    """The ``storage_options`` mapping a command-line ``flag`` gives as a JSON object (None for
+    none); ``ValueError`` naming the flag when it is not a JSON object with string keys."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{flag}: not valid JSON ({e}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag}: expected a JSON object, got {text!r}")
+    return value
 
 
 def from_dict(cls: type[T], data: dict, *, label: str | None = None) -> T:

@@ -7,7 +7,10 @@ Also the build lock (:class:`BuildLock`), the task journal of a resumable build,
 removal of what a build made. The time encoding written here is :mod:`cube.layout`'s
 (``days_to_int``/``hours_to_int``), the same module the loaders read it back with.
 
-Any fsspec URL works (local path, ``s3://``, ``memory://``). The builder is the only writer;
+Any fsspec URL works (local path, ``s3://``, ``memory://``); every function that reaches the
+store takes the ``storage_options`` that reach it (credentials, endpoint: what
+``fsspec.url_to_fs`` and zarr take; None = fsspec's defaults, for ``s3://`` the AWS_*
+variables). The builder is the only writer;
 readers open the published cube read-only, through :func:`cube.open.open_cube` (xarray) or
 ``loaders.reader.CubeReader`` (zarr), both checking its contract first.
 
@@ -57,27 +60,36 @@ def is_remote(url: str) -> bool:
     return "://" in str(url) and not str(url).startswith("file://")
 
 
-def fs_and_path(url: str):
-    fs, path = fsspec.core.url_to_fs(str(url))
+def fs_and_path(url: str, storage_options: dict | None = None):
+    """The fsspec filesystem of ``url`` (opened with ``storage_options``) and the path inside it."""
+    fs, path = fsspec.core.url_to_fs(str(url), **(storage_options or {}))
     return fs, path
 
 
-def exists(url: str) -> bool:
-    fs, path = fs_and_path(url)
+def zarr_options(url: str, storage_options: dict | None) -> dict:
+    """The ``storage_options`` keyword for zarr/xarray opening ``url``: zarr refuses options for a
+    local path, so they travel only with URLs."""
+    return {"storage_options": dict(storage_options)} if storage_options and is_remote(url) else {}
+
+
+def exists(url: str, storage_options: dict | None = None) -> bool:
+    fs, path = fs_and_path(url, storage_options)
     return fs.exists(path.rstrip("/") + "/zarr.json")
 
 
-def open_root(url: str, mode: str = "r+") -> zarr.Group:
+def open_root(url: str, mode: str = "r+", storage_options: dict | None = None) -> zarr.Group:
     """The cube's root group. Writers bypass the consolidated metadata (it is rewritten last)."""
-    return zarr.open_group(str(url), mode=mode, zarr_format=3, use_consolidated=(mode == "r"))
+    return zarr.open_group(str(url), mode=mode, zarr_format=3, use_consolidated=(mode == "r"),
+                           **zarr_options(url, storage_options))
 
 
 def create_cube(url: str, *, days: np.ndarray, glorys_times: np.ndarray, lat: np.ndarray, lon: np.ndarray,
                 depth: np.ndarray, chunking: ChunkConfig, compression: CompressionConfig, tile: int,
-                attrs: dict) -> zarr.Group:
+                attrs: dict, storage_options: dict | None = None) -> zarr.Group:
     """Create every group, coordinate and (empty) data array of the cube at ``url`` (overwriting).
     Each group gets its ``Conventions``/``title``; lat and lon get their cell bounds."""
-    root = zarr.open_group(str(url), mode="w", zarr_format=3, attributes=encode_attrs(attrs))
+    root = zarr.open_group(str(url), mode="w", zarr_format=3, attributes=encode_attrs(attrs),
+                           **zarr_options(url, storage_options))
     coords = {
         "time": days_to_int(days), "lat": np.asarray(lat, np.float64),
         "lon": np.asarray(lon, np.float64), "depth": np.asarray(depth, np.float32),
@@ -167,7 +179,7 @@ def write_attrs(root: zarr.Group, attrs: dict):
     root.attrs.update(encode_attrs(attrs))
 
 
-def consolidate(url: str, attrs: dict | None = None):
+def consolidate(url: str, attrs: dict | None = None, storage_options: dict | None = None):
     """Write the root ``zarr.json`` once, with the root attributes updated by ``attrs`` (structured
     ones as JSON strings, ``layout.encode_attrs``) and the consolidated metadata of every node (the documents zarr wrote for them, unchanged).
 
@@ -177,9 +189,10 @@ def consolidate(url: str, attrs: dict | None = None):
     require it fail). The layout is zarr-python's: flat member paths at the root, child groups
     with an empty inline ``consolidated_metadata``.
     """
-    fs, path = fs_and_path(url)
+    fs, path = fs_and_path(url, storage_options)
     base = path.rstrip("/")
-    group = zarr.open_group(str(url), mode="r", zarr_format=3, use_consolidated=False)
+    group = zarr.open_group(str(url), mode="r", zarr_format=3, use_consolidated=False,
+                            **zarr_options(url, storage_options))
     members = {}
     for name, _ in group.members(max_depth=None):
         doc = json.loads(fs.cat_file(f"{base}/{name}/zarr.json"))
@@ -209,7 +222,7 @@ def _write_atomic(fs, path: str, data: bytes):
         fs.pipe_file(path, data)
 
 
-def publish(staging: str, final: str):
+def publish(staging: str, final: str, storage_options: dict | None = None):
     """Move a complete staged cube to its final name.
 
     Local: ``os.replace`` of the directory (atomic when the final name does not exist; an old cube
@@ -229,17 +242,17 @@ def publish(staging: str, final: str):
         if old.exists():
             fsspec.filesystem("file").rm(str(old), recursive=True)
         return
-    fs, spath = fs_and_path(staging)
-    _, fpath = fs_and_path(final)
+    fs, spath = fs_and_path(staging, storage_options)
+    _, fpath = fs_and_path(final, storage_options)
     if fs.exists(fpath):
         fs.rm(fpath, recursive=True)
     fs.copy(spath, fpath, recursive=True)
     fs.rm(spath, recursive=True)
 
 
-def remove(url: str):
+def remove(url: str, storage_options: dict | None = None):
     """Delete a cube or staging folder depthcube made (callers check :func:`node_kind` first)."""
-    fs, path = fs_and_path(url)
+    fs, path = fs_and_path(url, storage_options)
     if fs.exists(path):
         fs.rm(path, recursive=True)
 
@@ -257,7 +270,7 @@ class BuildLockedError(OutputError):
     """Another live build holds the output's lock."""
 
 
-def node_kind(url: str) -> str:
+def node_kind(url: str, storage_options: dict | None = None) -> str:
     """What ``url`` holds: ``"absent"``; ``"empty"`` (an empty folder); ``"cube"`` (a finished
     depthcube cube); ``"staging"`` (a cube depthcube began and did not finish); ``"foreign"``
     (anything else: a file, a folder of other things, another program's Zarr store).
@@ -268,7 +281,7 @@ def node_kind(url: str) -> str:
     ``--rebuild`` replaces it), written the moment a build creates the cube; ``status: complete``
     marks a finished one.
     """
-    fs, path = fs_and_path(url)
+    fs, path = fs_and_path(url, storage_options)
     path = path.rstrip("/")
     if not (os.path.lexists(path) if not is_remote(url) else fs.exists(path)):
         return "absent"
@@ -308,9 +321,10 @@ class BuildLock:
     ``another build (pid N) is writing OUTPUT``.
     """
 
-    def __init__(self, output: str):
+    def __init__(self, output: str, storage_options: dict | None = None):
         self.output = str(output)
         self.url = lock_url(output)
+        self.storage_options = storage_options
         self._fd: int | None = None
         self._token: dict | None = None
 
@@ -357,7 +371,7 @@ class BuildLock:
         self._fd = fd
 
     def _acquire_remote(self):
-        fs, path = fs_and_path(self.url)
+        fs, path = fs_and_path(self.url, self.storage_options)
         if fs.exists(path):
             owner = _parse_owner(fs.cat_file(path))
             if not _remote_owner_stale(owner):
@@ -377,7 +391,7 @@ class BuildLock:
             os.close(self._fd)
             self._fd = None
         elif self._token is not None:
-            fs, path = fs_and_path(self.url)
+            fs, path = fs_and_path(self.url, self.storage_options)
             try:
                 if _parse_owner(fs.cat_file(path)) == self._token:
                     fs.rm(path)
@@ -436,9 +450,9 @@ class Journal:
     worst lose the line of a task that will simply run again (tasks are idempotent region writes).
     """
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, storage_options: dict | None = None):
         self.url = str(url).rstrip("/") + "/.build/journal.jsonl"
-        self.fs, self.path = fs_and_path(self.url)
+        self.fs, self.path = fs_and_path(self.url, storage_options)
         self.entries: dict[str, dict] = {}
         if self.fs.exists(self.path):
             for line in self.fs.cat_file(self.path).decode().splitlines():

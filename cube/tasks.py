@@ -29,7 +29,7 @@ from .config import CubeConfig
 from .constants import GLORYS_DEPTHS
 from .errors import InputError
 from .grid import CubeGrid
-from .inputs import InputFile
+from .inputs import InputFile, input_path
 from .plan import Plan, grid_bbox
 from .rasterise import rasterise
 from .regrid import get_regridder, regrid_fraction
@@ -49,7 +49,7 @@ def read_input(f: InputFile, cfg: CubeConfig, grid: CubeGrid):
     opts = {"bbox": grid_bbox(grid)}
     if f.product in ("en4", "argo"):
         opts.update(accepted_qc=cfg.profiles.accepted_qc, temperature=cfg.profiles.temperature)
-    return readers.open_product(f.url, kind=f.product, **opts)
+    return readers.open_product(input_path(f, cfg), kind=f.product, **opts)
 
 
 def _reject(f: InputFile, e: InputError) -> dict:
@@ -74,7 +74,7 @@ def task_ostia(url: str, cfg: CubeConfig, grid: CubeGrid, t0: int, t1: int, file
             block[t - t0] = _regridded(f, read_input(f, cfg, grid), "analysed_sst", grid)
         except InputError as e:
             rejects.append(_reject(f, e))
-    store.open_root(url)["ostia/analysed_sst"][t0:t1] = block
+    store.open_root(url, storage_options=cfg.output_storage_options)["ostia/analysed_sst"][t0:t1] = block
     return {"rejects": rejects, "days_written": len(files) - len(rejects)}
 
 
@@ -85,7 +85,7 @@ def task_glorys(url: str, cfg: CubeConfig, grid: CubeGrid, f: InputFile, tindex:
         snapshots = [_regridded(f, ds, "thetao", grid, k).astype(np.float32) for k in range(len(tindex))]
     except InputError as e:
         return {"rejects": [_reject(f, e)]}
-    arr = store.open_root(url)["glorys/thetao"]
+    arr = store.open_root(url, storage_options=cfg.output_storage_options)["glorys/thetao"]
     for ti, snapshot in zip(tindex, snapshots):
         arr[ti] = snapshot
     return {"rejects": []}
@@ -129,7 +129,7 @@ def task_profiles_a(url: str, cfg: CubeConfig, grid: CubeGrid, f: InputFile, day
                          ("no_aligned_levels", inside & (day >= 0) & (day < n_days) & ~np.isfinite(values).any(axis=1))):
         if mask.any():
             rejected[reason] = rejected.get(reason, 0) + int(mask.sum())
-    _write_scratch(url, f, day=day[keep], lat=table.lat[keep], lon=table.lon[keep], values=values[keep].astype(np.float32))
+    _write_scratch(url, cfg.output_storage_options, f, day=day[keep], lat=table.lat[keep], lon=table.lon[keep], values=values[keep].astype(np.float32))
     rng = [int(day[keep].min()), int(day[keep].max())] if keep.any() else None
     return {"rejects": [], "used": int(keep.sum()), "rejected": rejected,
             "levels_rejected": int(table.levels_rejected), "day_range": rng}
@@ -151,19 +151,19 @@ def _scratch_url(url: str, f: InputFile) -> str:
     return f"{str(url).rstrip('/')}/.build/profiles/{digest}.npz"
 
 
-def _write_scratch(url: str, f: InputFile, **rows: np.ndarray) -> None:
+def _write_scratch(url: str, storage_options: dict, f: InputFile, **rows: np.ndarray) -> None:
     buf = io.BytesIO()
     np.savez(buf, **rows)
-    fs, path = store.fs_and_path(_scratch_url(url, f))
+    fs, path = store.fs_and_path(_scratch_url(url, f), storage_options)
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     fs.pipe_file(path, buf.getvalue())
 
 
-def _read_scratch(url: str, sources: list[InputFile], t0: int, t1: int) -> list[dict]:
+def _read_scratch(url: str, storage_options: dict, sources: list[InputFile], t0: int, t1: int) -> list[dict]:
     """The scratch rows of days [t0, t1) of each source file."""
     parts = []
     for f in sources:
-        fs, path = store.fs_and_path(_scratch_url(url, f))
+        fs, path = store.fs_and_path(_scratch_url(url, f), storage_options)
         with np.load(io.BytesIO(fs.cat_file(path))) as z:
             sel = (z["day"] >= t0) & (z["day"] < t1)
             parts.append({k: z[k][sel] for k in ("day", "lat", "lon", "values")})
@@ -171,7 +171,7 @@ def _read_scratch(url: str, sources: list[InputFile], t0: int, t1: int) -> list[
 
 
 def task_profiles_b(url: str, grid: CubeGrid, t0: int, t1: int, sources: list[InputFile], block: int,
-                    fresh: bool) -> dict:
+                    fresh: bool, storage_options: dict | None = None) -> dict:
     """Rasterise the aligned profile rows of days [t0, t1) into ``profiles/count``, ``sum`` and ``n_obs``.
 
     Works one spatial chunk at a time, so memory is one chunk whatever the grid size; chunks with
@@ -181,8 +181,8 @@ def task_profiles_b(url: str, grid: CubeGrid, t0: int, t1: int, sources: list[In
     chunk's part of the observation table (:func:`cube.obs_table.write_part`); their number is
     returned as ``rows``.
     """
-    parts = _read_scratch(url, sources, t0, t1)
-    root = store.open_root(url)
+    parts = _read_scratch(url, storage_options, sources, t0, t1)
+    root = store.open_root(url, storage_options=storage_options)
     count_arr, sum_arr, nobs_arr = (root[f"profiles/{n}"] for n in ("count", "sum", "n_obs"))
     cat = {k: np.concatenate([p[k] for p in parts]) if parts else np.zeros(0) for k in ("day", "lat", "lon")}
     values = np.concatenate([p["values"] for p in parts]) if parts else np.zeros((0, len(GLORYS_DEPTHS)), np.float32)
@@ -205,11 +205,12 @@ def task_profiles_b(url: str, grid: CubeGrid, t0: int, t1: int, sources: list[In
             observations += int(count.sum())
             table.append(obs_table.block_rows(count, total, t0, bi * block, bj * block))
     rows = obs_table.concat_rows(table, len(GLORYS_DEPTHS))
-    obs_table.write_part(url, t0, t1, rows)
+    obs_table.write_part(url, t0, t1, rows, storage_options)
     return {"observations": observations, "rows": len(rows["day"])}
 
 
-def task_profile_table(url: str, parts: list[tuple[int, int, int]], block: int) -> dict:
+def task_profile_table(url: str, parts: list[tuple[int, int, int]], block: int,
+                       storage_options: dict | None = None) -> dict:
     """Write the observation table and its index from the ``profiles-b`` parts ``(t0, t1, rows)``
     of every daily chunk (:func:`cube.obs_table.write_table`)."""
-    return {"rows": obs_table.write_table(url, parts, block)}
+    return {"rows": obs_table.write_table(url, parts, block, storage_options=storage_options)}

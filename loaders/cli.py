@@ -8,22 +8,15 @@ a cube take any fsspec URL; ``--storage-options JSON`` passes credentials/endpoi
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 DEFAULT_DATASET_CONFIG = "configs/dataset.yaml"
 
 
 def _storage_options(text: str | None) -> dict | None:
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--storage-options: not valid JSON ({e}): {text!r}") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"--storage-options: expected a JSON object, got {text!r}")
-    return value
+    from cube.spec import storage_options_from_json
+
+    return storage_options_from_json(text)
 
 
 def _dataset_config(path: str, preset: str | None):

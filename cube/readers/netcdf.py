@@ -1,6 +1,7 @@
 """Opening NetCDF inputs and reading their attributes (every reader goes through here).
 
-:func:`open_netcdf` opens a local path or any fsspec URL (NetCDF-3 classic/64-bit/CDF-5 and
+:func:`open_netcdf` opens a local path or any fsspec URL (a :class:`FsspecPath` when the URL needs
+storage options: credentials, an endpoint) (NetCDF-3 classic/64-bit/CDF-5 and
 NetCDF-4/HDF5), after checking the magic number, the size (zero-byte files) and, for NetCDF-3,
 that the file is as long as its header says (netCDF-C silently reads a truncated classic file).
 Its block holds :data:`NETCDF_LOCK` (netCDF-C is not thread-safe). Variables come back raw
@@ -14,6 +15,7 @@ import os
 import struct
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import netCDF4
@@ -22,7 +24,25 @@ import numpy as np
 from cube.errors import InputError
 
 
-#: What every reader accepts as ``path``: a local path or an fsspec URL (``s3://``, ``memory://``, ...).
+@dataclass(frozen=True)
+class FsspecPath(os.PathLike):
+    """An fsspec URL and the ``storage_options`` that reach it (``key``/``secret``, an endpoint,
+    headers): what a reader takes as ``path`` when the URL alone is not enough. It reads as the
+    URL everywhere a path is printed or parsed (``str``, ``os.fspath``), so error messages and
+    file-name dates never show the options."""
+
+    url: str
+    storage_options: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __fspath__(self) -> str:
+        return self.url
+
+    def __str__(self) -> str:
+        return self.url
+
+
+#: What every reader accepts as ``path``: a local path or an fsspec URL (``s3://``, ``memory://``, ...),
+#: with its storage options as a :class:`FsspecPath`.
 PathArg = str | os.PathLike
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -54,11 +74,11 @@ def _read_local_head(path: str, nbytes: int) -> tuple[bytes, int]:
         raise InputError(path, "unreadable", f"cannot open the file: {exc}") from exc
 
 
-def _fetch_remote(url: str) -> bytes:
+def _fetch_remote(url: str, storage_options: dict) -> bytes:
     import fsspec
 
     try:
-        with fsspec.open(url, "rb") as fh:
+        with fsspec.open(url, "rb", **storage_options) as fh:
             return fh.read()
     except (OSError, ValueError, ImportError) as exc:
         raise InputError(url, "unreadable", f"cannot fetch it with fsspec: {exc}") from exc
@@ -203,7 +223,7 @@ def open_netcdf(path: PathArg) -> Iterator[netCDF4.Dataset]:
 def _open_locked(path: PathArg) -> Iterator[netCDF4.Dataset]:
     text = os.fspath(path) if not isinstance(path, str) else path
     if _is_remote(text):
-        data = _fetch_remote(text)
+        data = _fetch_remote(text, path.storage_options if isinstance(path, FsspecPath) else {})
         kind = _check_magic(text, data[:2056], len(data))
         if kind == "classic":
             _check_classic_size(text, lambda n: data[:n], len(data), CLASSIC_MAGICS[data[:4]])

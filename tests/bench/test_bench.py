@@ -119,7 +119,7 @@ def test_window_chunks_are_the_chunks_the_stream_reads(tmp_path):
 def test_bench_quick_writes_the_report(tmp_path):
     out = tmp_path / "results.json"
     run = subprocess.run([sys.executable, "-m", "depthcube", "bench", "--quick", "--out", str(out)], cwd=REPO,
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=540)  # the whole quick bench; minutes on a shared 2-core box
     assert run.returncode == 0, run.stderr[-3000:]
     assert "samples/s" in run.stdout and "ratios" in run.stdout
     r = json.loads(out.read_text())
@@ -143,3 +143,53 @@ def test_bench_quick_writes_the_report(tmp_path):
     assert b["input_mb"] > 0 and b["depthcube"]["mb_per_s"] > 0 and b["plain_open_mfdataset_to_zarr"]["mb_per_s"] > 0
     assert r["rasterise"]["agree"] is True and r["rasterise"]["depthcube_profiles_per_s"] > 0
     assert r["tracks"]["masks"] >= 3 and r["tracks"]["masks_per_s"] > 0
+    _check_remote(r["remote"], r["settings"])
+
+
+def _check_remote(remote: dict, settings: dict):
+    """The latency bench's entries: every order, local and remote, CubeStream at each worker count
+    (twice with prefetch when CubeStream takes it), raw reads and insitubatch; remote entries carry
+    what the server counted, and a ratio to their local twin."""
+    assert remote["latency_ms"] == 20 and set(remote["orders"]) == {"sorted", "random"}
+    variants = ("", "_prefetch") if remote["prefetch_supported"] else ("",)
+    bases = {f"cubestream_w{w}{v}" for w in settings["workers"] for v in variants} | {"raw_reads", "insitubatch"}
+    for order, o in remote["orders"].items():
+        preset = load_dataset_config(REPO / "configs" / "dataset.yaml", settings["preset"])
+        assert o["block_size"] == (1 if order == "random" else preset.block_size)
+        assert set(o["loaders"]) == {f"{where}_{b}" for where in ("local", "remote") for b in bases}, order
+        for name, entry in o["loaders"].items():
+            assert "error" not in entry, (order, name, entry.get("error"))
+            assert set(LOADER_KEYS) <= set(entry), name
+            assert 0 < entry["samples"] and entry["samples_per_s"] > 0, name
+            if name.startswith("remote_"):
+                assert entry["requests_per_sample"] > 0 and entry["bytes_per_sample"] > 0, name
+                assert entry["requests"] == round(entry["requests_per_sample"] * entry["samples"]), name
+        assert set(o["ratios"]) == {f"{b}_remote_vs_local" for b in bases}
+        assert all(v > 0 for v in o["ratios"].values())
+
+
+def test_remote_variants_follow_the_cubestream_signature(monkeypatch):
+    """Prefetch columns appear exactly when CubeStream takes ``prefetch_bytes`` (off = 0, on = its default)."""
+    import bench.remote as remote
+
+    class Prefetching(CubeStream):
+        def __init__(self, cube, config=None, split="train", *, prefetch_bytes: int = 2**28, **kwargs):
+            super().__init__(cube, config, split, **kwargs)
+
+    class Plain(CubeStream):
+        def __init__(self, cube, config=None, split="train", **kwargs):
+            super().__init__(cube, config, split, **kwargs)
+
+    monkeypatch.setattr(remote, "CubeStream", Plain)
+    assert not remote.prefetch_supported() and remote.stream_variants() == {"": {}}
+    monkeypatch.setattr(remote, "CubeStream", Prefetching)
+    assert remote.prefetch_supported()
+    assert remote.stream_variants() == {"": {"prefetch_bytes": 0}, "_prefetch": {}}
+
+
+def test_remote_ratios_pair_each_remote_entry_with_its_local_twin():
+    from bench.remote import remote_ratios
+
+    entries = {"local_raw_reads": {"samples_per_s": 40.0}, "remote_raw_reads": {"samples_per_s": 10.0},
+               "remote_insitubatch": {"samples_per_s": 5.0}, "local_cubestream_w0": {"samples_per_s": 8.0}}
+    assert remote_ratios(entries) == {"raw_reads_remote_vs_local": 0.25}

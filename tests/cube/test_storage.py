@@ -39,8 +39,9 @@ def s3():
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
     with pytest.MonkeyPatch.context() as mp:
-        # The builder takes no storage_options: it reaches the endpoint through the standard AWS
-        # variables (botocore reads AWS_ENDPOINT_URL_S3), as a cluster worker would.
+        # These builds reach the endpoint through the standard AWS variables (botocore reads
+        # AWS_ENDPOINT_URL_S3), as a cluster worker would; test_storage_options.py passes
+        # storage_options instead, with no AWS variable set.
         for k, v in {"AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1",
                      "AWS_ENDPOINT_URL_S3": endpoint}.items():
             mp.setenv(k, v)
