@@ -2,7 +2,8 @@
 
 ``python -m bench.global_estimate [--cube CUBE] [--json]`` prints (or writes as JSON) what a global
 cube would store and what one training epoch would decode, for the dense ``profiles/count``/``sum``
-(time, 50, lat, lon) arrays the loaders read today and for the table that replaces them:
+(time, 50, lat, lon) arrays the contract-v1 loaders read and for the observation table the v2
+loaders read (``cube.obs_table``):
 
 - one row per observed (UTC day, cell): ``profiles/obs_day, obs_row, obs_col`` (obs,) int32,
   ``obs_count`` (obs, 50) int32, ``obs_sum`` (obs, 50) float32 (412 decoded bytes a row);
@@ -21,15 +22,15 @@ the table (:func:`assumptions`): profiles uniform over ocean cells, a Poisson co
 Reads, as the loaders do them (``loaders.stream``): every training window once, windows sorted by
 (tile, day) and cut into blocks of ``block_size``; "cached" counts each chunk once per block (the
 reader's LRU holds a block's chunks; a later block of the same tile is another shuffled visit),
-"uncached" counts every chunk every window needs (the upper bound). Dense profiles: ``n_obs``
-always, ``count``/``sum`` only where an observation lies in the days read (what
-:meth:`loaders.reader.CubeReader.profile_sums` decodes); "listed" is every chunk
-:meth:`loaders.stream.CubeStream.window_chunks` lists. Table: the obs chunks holding the rows of
-each (tile, time chunk) read, each once per block (per window uncached).
+"uncached" counts every chunk every window needs (the upper bound). Dense profiles (the v1 read
+pattern): ``n_obs`` always, ``count``/``sum`` only where an observation lies in the days read;
+"listed" is every ``count``/``sum`` chunk of the days read. Table: the obs chunks holding the rows
+of each (tile, time chunk) read, each once per block (per window uncached).
 
-The same arithmetic (:func:`dense_read_bytes`, :func:`table_read_bytes`) measures the demo cube's
-bytes per sample from the chunks ``CubeStream.window_chunks`` lists for ``argo_real`` and from the
-cube's real observed rows (:func:`demo_per_sample`).
+:func:`recommend_rows` picks ``profile_rows`` from these figures (the fewest objects within the 1 %
+target). :func:`demo_per_sample` measures a real cube's bytes per sample: the dense chunks from its
+``n_obs`` (:func:`bench.profile_store.dense_chunks`), the table chunks from what the stream reads
+(:func:`bench.profile_store.table_chunks`).
 """
 
 from __future__ import annotations
@@ -45,14 +46,19 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.profile_store import DENSE, TABLE
+
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("DEPTHCUBE_REAL_DATA") or REPO.parent / "shared" / "data" / "real")
 REAL_OSTIA = "20170101120000-UKMO-L4_GHRSST-SSTfnd-OSTIAanom-GLOB-v02.0-fv02.0.nc"
 REAL_ARGO = ("13857_prof.nc", "D5900446_001.nc")
+CONTEXT_ARRAYS = ("ostia/analysed_sst", "glorys/thetao")
 
 #: The issue's own figures (issue 13), checked in :func:`issue_checks`.
 ISSUE = {"dense_decoded_tb": 14.4, "nonzero_values_m": 251.0, "coo_gb": 3.3, "row_per_profile_gb": 1.4,
          "epoch_zeros_tb": 21.0}
+#: Issue 13's target: the table decodes at most this share of the dense layout's bytes per epoch.
+TARGET_OF_DENSE = 0.01
 INT32, FLOAT32, INT64 = 4, 4, 8
 TB, GB, MB = 1e12, 1e9, 1e6
 
@@ -193,8 +199,8 @@ def dense_read_bytes(reads: Reads, rows_per_day: np.ndarray, spec: CubeSpec) -> 
     """Decoded bytes of the dense arrays for ``reads`` (each entry is one chunk read once).
 
     ``rows_per_day`` (days, lat chunks, lon chunks): observed (day, cell) rows. ``n_obs`` and
-    OSTIA decode every chunk read; ``count``+``sum`` "listed" every chunk (``window_chunks``),
-    "read" only those with an observation among the days read (``profile_sums``)."""
+    OSTIA decode every chunk read; ``count``+``sum`` "listed" every chunk, "read" only those with
+    an observation among the days read (the v1 loaders' ``profile_sums``)."""
     cum = np.concatenate([np.zeros((1,) + rows_per_day.shape[1:], np.int64), np.cumsum(rows_per_day, axis=0)])
     observed = (cum[reads.hi + 1, reads.latc, reads.lonc] - cum[reads.lo, reads.latc, reads.lonc]) > 0
     values = spec.days_in_chunk(reads.tc) * _chunk_cells(reads.latc, reads.lonc, spec)  # per level
@@ -574,85 +580,51 @@ def _gather_rows(g, d, r, c, ct, cs) -> tuple[np.ndarray, np.ndarray]:
 # The demo cube, measured per sample
 # --------------------------------------------------------------------------------------------
 
-def demo_per_sample(cube: str, preset: str = "argo_real", profile_rows: tuple[int, ...] = (128, 256)) -> dict:
-    """Decoded bytes per ``preset`` training sample of ``cube``: the dense chunks
-    ``CubeStream.window_chunks`` lists (measured, by array), the count/sum chunks the stream
-    actually decodes (those with an observation in the window), and the table built from the
-    cube's own observed rows, per window (uncached) and per block (cached, per sample)."""
-    import zarr
-
+def demo_per_sample(cube: str, preset: str = "argo_real") -> dict:
+    """Decoded bytes per ``preset`` training sample of ``cube``, by array, per window (uncached) and
+    per block (cached: each chunk once per block of ``block_size`` windows): the dense profile
+    chunks the v1 loaders decoded (:func:`bench.profile_store.dense_chunks`: ``n_obs`` over the
+    window, the ``count``/``sum`` chunks holding an observation of it), the table chunks the stream
+    decodes now (:func:`bench.profile_store.table_chunks`), and for context the OSTIA and GLORYS
+    chunks :meth:`loaders.stream.CubeStream.window_chunks` lists."""
+    from bench.profile_store import decoded_by_array, dense_chunks, table_chunks
     from loaders import CubeStream, load_dataset_config
 
     cfg = load_dataset_config(str(REPO / "configs" / "dataset.yaml"), preset=preset)
     stream = CubeStream(cube, cfg, split="train")
     n = len(stream.windows)
-    listed: dict[str, int] = {}
-    cached_keys: set = set()
-    entries = []
-    for i in range(n):
-        w = stream.windows[i]
-        for path, key in stream.window_chunks(i):
-            size = _chunk_decoded_bytes(stream.reader.array(path), key)
-            listed[path] = listed.get(path, 0) + size
-            cached_keys.add((i // cfg.block_size, path, key, size))
-            if path == "profiles/n_obs":
-                entries.append((i, key[0], key[1], key[2], w.time.start, w.time.stop - 1))
-    cached: dict[str, int] = {}
-    for _, path, _, size in cached_keys:
-        cached[path] = cached.get(path, 0) + size
-    count = stream.reader.array("profiles/count")
-    spec = CubeSpec(n_lat=count.shape[2], n_lon=count.shape[3], tile=count.chunks[2], chunk_days=count.chunks[0],
-                    levels=count.shape[1], start=str(stream.reader.days[0]), end=str(stream.reader.days[-1]),
-                    window_days=cfg.window_days, block_size=cfg.block_size, profile_rows=tuple(profile_rows))
-    e = np.array(entries, np.int64).reshape(-1, 6)
-    tc = e[:, 1]
-    reads = Reads(e[:, 0], tc, e[:, 2], e[:, 3], np.maximum(e[:, 4], tc * spec.chunk_days),
-                  np.minimum(e[:, 5], tc * spec.chunk_days + spec.chunk_days - 1))
-    n_obs = zarr.open_group(cube, mode="r")["profiles/n_obs"][:]
-    rows_per_day = _rows_per_day_chunk(n_obs > 0, spec)
-    rows_chunk = per_chunk(rows_per_day, spec)
-    per_sample = {}
-    for name, r in (("uncached", reads), ("cached", reads.regrouped(reads.group // cfg.block_size).merged())):
-        dense = dense_read_bytes(r, rows_per_day, spec)
-        per_sample[name] = {
-            "dense_listed": {k: v / n for k, v in (listed if name == "uncached" else cached).items()},
-            "count_sum_read": dense["count_sum_read"] / n, "count_sum_listed": dense["count_sum_listed"] / n,
-            "n_obs": dense["n_obs"] / n,
-            "table": {str(rows): table_read_bytes(r, rows_chunk, rows, spec.row_bytes) / n for rows in profile_rows},
-        }
-    rows = rows_chunk[rows_chunk > 0]
-    spans = {str(r): obs_chunk_spans(reads, rows_chunk, r) for r in profile_rows}
+    per_window = [dense_chunks(stream, i) | table_chunks(stream, i)
+                  | {k for k in stream.window_chunks(i) if k[0] in CONTEXT_ARRAYS} for i in range(n)]
+    index = stream.reader.array("profiles/obs_stop")[...] - stream.reader.array("profiles/obs_start")[...]
+    rows = index[index > 0]
     return {"cube": str(cube), "preset": preset, "windows": n, "block_size": cfg.block_size,
-            "per_sample": per_sample, "observed_rows": int(rows_chunk.sum()),
-            "obs_chunks_per_read": {r: float(np.mean(k1 - k0 + 1)) if k0.size else 0.0
-                                    for r, (_, k0, k1) in spans.items()},
+            "profile_rows": int(stream.reader.array("profiles/obs_count").chunks[0]),
+            "observed_rows": int(index.sum()),
+            "per_sample": {"uncached": decoded_by_array(stream, per_window, range(n)),
+                           "cached": decoded_by_array(stream, per_window, [i // cfg.block_size for i in range(n)])},
             "rows_per_tile_time_chunk": {"mean": float(rows.mean()) if rows.size else 0.0,
                                          "median": float(np.median(rows)) if rows.size else 0.0,
                                          "max": int(rows.max()) if rows.size else 0,
                                          "chunks_with_rows": int(rows.size)}}
 
 
-def _chunk_decoded_bytes(arr, key: tuple[int, ...]) -> int:
-    shape = [min(c, n - k * c) for c, n, k in zip(arr.chunks, arr.shape, key)]
-    return int(np.prod(shape)) * np.dtype(arr.dtype).itemsize
-
-
-def _rows_per_day_chunk(observed: np.ndarray, spec: CubeSpec) -> np.ndarray:
-    """Observed cells per (day, lat chunk, lon chunk) of a (days, lat, lon) bool map."""
-    nlc, noc = spec.chunk_grid
-    padded = np.zeros((observed.shape[0], nlc * spec.tile, noc * spec.tile), np.int64)
-    padded[:, :observed.shape[1], :observed.shape[2]] = observed
-    return padded.reshape(observed.shape[0], nlc, spec.tile, noc, spec.tile).sum(axis=(2, 4))
-
-
 def recommend_rows(report: dict) -> dict:
-    """The ``profile_rows`` to use: fewest decoded bytes per epoch on the global cube (cached),
-    with the demo's per-sample bytes and the object counts beside it."""
-    spec = report["global"]["spec"]
-    epoch = report["global"]["epoch"]["cached"]["table"]
-    best = min(spec["profile_rows"], key=lambda r: epoch[str(r)])
-    return {"profile_rows": best, "epoch_table_bytes": epoch,
-            "objects": {str(r): report["global"]["stored"]["objects"][f"table_{r}"] for r in spec["profile_rows"]}}
+    """The ``profile_rows`` to use on the global cube: the fewest table objects among the choices
+    whose cached decoded bytes per epoch stay within :data:`TARGET_OF_DENSE` of the dense layout's
+    (objects are what object stores charge for; the bytes only need to be far under the target),
+    the fewest bytes when none does; with every choice's bytes, share and objects, and the cube's
+    default (``chunks.profile_rows``)."""
+    from cube.layout import ChunkConfig
+
+    g = report["global"]
+    choices = [str(r) for r in g["spec"]["profile_rows"]]
+    share = g["ratios"]["cached"]
+    objects = {r: g["stored"]["objects"][f"table_{r}"] for r in choices}
+    under = [r for r in choices if share[r] <= TARGET_OF_DENSE]
+    best = min(under, key=objects.get) if under else min(choices, key=share.get)
+    return {"profile_rows": int(best), "default": ChunkConfig().profile_rows, "target_of_dense": TARGET_OF_DENSE,
+            "epoch_table_bytes": {r: g["epoch"]["cached"]["table"][r] for r in choices},
+            "of_dense": {r: share[r] for r in choices}, "objects": objects}
 
 
 # --------------------------------------------------------------------------------------------
@@ -706,13 +678,22 @@ def format_report(report: dict) -> str:
     the assumptions."""
     lines = _global_lines(report["global"]) + [""] + _issue_lines(report["global"])
     if report.get("demo"):
-        lines += [""] + _demo_lines(report["demo"], report["global"]["spec"]["profile_rows"])
+        lines += [""] + _demo_lines(report["demo"])
     rec = report.get("recommendation")
     if rec:
-        lines += ["", f"Recommendation: profile_rows = {rec['profile_rows']} (fewest decoded bytes per epoch: "
-                  + ", ".join(f"{r}: {_b(v)}" for r, v in rec["epoch_table_bytes"].items()) + "; objects "
-                  + ", ".join(f"{r}: {v:,}" for r, v in rec["objects"].items()) + ")"]
+        lines += ["", _recommendation_line(rec)]
     return "\n".join(lines + ["", "Assumptions:"] + [f"- {a}" for a in assumptions(report)])
+
+
+def _recommendation_line(rec: dict) -> str:
+    best = rec["profile_rows"]
+    target = f"{rec['target_of_dense']:.0%} target"
+    why = (f"the fewest objects of those under the {target}" if rec["of_dense"][str(best)] <= rec["target_of_dense"]
+           else f"none is under the {target}: the fewest bytes")
+    default = "the cube's default" if best == rec["default"] else f"the cube's default is {rec['default']}"
+    return (f"Recommendation: profile_rows = {best} ({default}; {why}). Per epoch, cached: "
+            + "; ".join(f"{r} rows: {_b(rec['epoch_table_bytes'][r])} decoded ({rec['of_dense'][r]:.3%} of dense), "
+                        f"{v:,} objects" for r, v in rec["objects"].items()))
 
 
 def _global_lines(g: dict) -> list[str]:
@@ -730,7 +711,7 @@ def _global_lines(g: dict) -> list[str]:
     for kind in ("cached", "uncached"):
         lines.append(_row(f"decoded per epoch, {kind}", _b(dense[kind]), *(_b(ep[kind]["table"][r]) for r in rows)))
     lines += [_row("table / dense, cached", 1, *(f"{g['ratios']['cached'][r]:.3%}" for r in rows)), "",
-              "dense decoded if every listed count/sum chunk were decoded (window_chunks): cached "
+              "dense decoded if every count/sum chunk of the days read were decoded: cached "
               f"{_b(ep['cached']['n_obs'] + ep['cached']['count_sum_listed'])}"]
     for name in ("ostia", "glorys"):
         lines.append(f"context, {name}: decoded per epoch {_b(ep['cached'][name])} cached, "
@@ -756,19 +737,21 @@ def _issue_lines(g: dict) -> list[str]:
             f"(each chunk once per block), {c['epoch_dense_uncached_tb']:.2f} TB uncached"]
 
 
-def _demo_lines(d: dict, profile_rows) -> list[str]:
+def _demo_lines(d: dict) -> list[str]:
     u, c = d["per_sample"]["uncached"], d["per_sample"]["cached"]
+    total = lambda s, paths: sum(s.get(p, 0) for p in paths)  # noqa: E731
     lines = [f"Demo cube, {d['preset']}, {d['windows']} train windows, decoded bytes per sample (measured):",
-             _row("", "uncached (per window)", "cached (per block, per sample)"), "|---|---|---|"]
-    for key in ("profiles/n_obs", "profiles/count", "profiles/sum", "ostia/analysed_sst", "glorys/thetao"):
-        lines.append(_row(f"dense {key} (listed)", _b(u["dense_listed"].get(key, 0)), _b(c["dense_listed"].get(key, 0))))
-    lines.append(_row("dense count+sum with an observation", _b(u["count_sum_read"]), _b(c["count_sum_read"])))
-    for r in map(str, profile_rows):
-        lines.append(_row(f"table, {r} rows/chunk", _b(u["table"][r]), _b(c["table"][r])))
+             _row("", "uncached (per window)", f"cached (per block of {d['block_size']}, per sample)"), "|---|---|---|",
+             _row("dense profiles/n_obs (v1)", _b(u.get("profiles/n_obs", 0)), _b(c.get("profiles/n_obs", 0))),
+             _row("dense count+sum with an observation (v1)", _b(total(u, DENSE)),
+                  _b(total(c, DENSE))),
+             _row(f"table, {d['profile_rows']} rows/chunk (the stream now)", _b(total(u, TABLE)),
+                  _b(total(c, TABLE)))]
+    for key in CONTEXT_ARRAYS:
+        lines.append(_row(f"context: {key}", _b(u.get(key, 0)), _b(c.get(key, 0))))
     rt = d["rows_per_tile_time_chunk"]
-    lines.append(f"rows per (tile, time chunk) with rows: mean {rt['mean']:.1f}, median {rt['median']:.0f}, "
-                 f"max {rt['max']} ({rt['chunks_with_rows']} of them); obs chunks per (tile, time chunk) read: "
-                 + ", ".join(f"{v:.2f} at {r} rows" for r, v in d["obs_chunks_per_read"].items()))
+    lines.append(f"{d['observed_rows']:,} table rows; rows per (tile, time chunk) with rows: mean {rt['mean']:.1f}, "
+                 f"median {rt['median']:.0f}, max {rt['max']} ({rt['chunks_with_rows']} of them)")
     return lines
 
 
@@ -784,7 +767,7 @@ def run(cube: str | None = None, spec: CubeSpec = CubeSpec(), demo: bool = True)
         return report
     report = {"global": estimate(spec, cube=cube)}
     if demo:
-        report["demo"] = demo_per_sample(cube, profile_rows=spec.profile_rows)
+        report["demo"] = demo_per_sample(cube)
     report["recommendation"] = recommend_rows(report)
     return report
 

@@ -1,20 +1,18 @@
-"""The profile store by numbers (issue 13 item 1): the dense ``profiles/count``/``sum`` against the
-observation table ``profiles/obs_*``, measured on the demo cube for several ``chunks.profile_rows``,
-and the same arithmetic for a global cube.
+"""The profile store on the demo cube (issue 13 item 1): the dense ``profiles/count``/``sum``
+against the observation table ``profiles/obs_*``, measured for several ``chunks.profile_rows``,
+and ``CubeReader.profile_sums`` timed old against new. The global cube's figures are
+:mod:`bench.global_estimate`'s (it reads per sample with :func:`dense_chunks`, :func:`table_chunks`
+and :func:`decoded_by_array` from here).
 
-Measured (a cube built from the demo inputs for each ``profile_rows``, argo_real windows in the
-stream's order, every chunk decoded once as the stream's cache decodes it):
+Measured (a cube built from the demo inputs for each ``profile_rows``, argo_real training windows):
 
 - stored bytes and objects of ``count`` + ``sum`` (+ ``n_obs``, which the v1 loaders also read)
   against the table (its five columns and its index);
-- decoded bytes per sample: the dense chunks the v1 loaders decoded (``n_obs`` over the window,
-  ``count``/``sum`` chunks holding an observation of it) against the table chunks the v2 stream
-  decodes (:func:`bench.peers.needed_chunks`, table chunks only), each chunk once over the whole
-  order (an unbounded cache) and per window read cold (the worst case a small cache tends to).
+- decoded bytes per sample: the dense chunks the v1 loaders decoded (:func:`dense_chunks`) against
+  the table chunks the v2 stream decodes (:func:`table_chunks`), each chunk once over all windows
+  (an unbounded cache) and per window read cold (the worst case a small cache tends to).
 
-Global estimate (arithmetic, parameters printed; the rows figure is issue 13's): objects of the
-table per ``profile_rows``, and decoded bytes per epoch when each (tile, time chunk) block is
-decoded once, for both layouts. Run (after ``make demo``):
+Run (after ``make demo``):
 
     .venv/bin/python -m bench.profile_store [--demo data/demo] [--rows 64 128 256 512 1024] [--out bench/results_profile_store.json]
 
@@ -26,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import tempfile
 from pathlib import Path
 
@@ -35,8 +32,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ("profiles/obs_day", "profiles/obs_row", "profiles/obs_col", "profiles/obs_count", "profiles/obs_sum")
 DENSE = ("profiles/count", "profiles/sum")
-LEVELS = 50
-ROW_BYTES = 3 * 4 + 2 * LEVELS * 4       # day, row, col int32 + 50 int32 counts + 50 float32 sums
 
 
 def stored(cube: Path, paths) -> tuple[int, int]:
@@ -46,6 +41,7 @@ def stored(cube: Path, paths) -> tuple[int, int]:
 
 
 def chunk_bytes(arr, cidx) -> int:
+    """Decoded bytes of chunk ``cidx`` of ``arr`` (the last chunk of an axis clipped to the shape)."""
     shape = [min(c, n - i * c) for i, c, n in zip(cidx, arr.chunks, arr.shape)]
     return int(np.prod(shape)) * np.dtype(arr.dtype).itemsize
 
@@ -67,17 +63,30 @@ def dense_chunks(stream, index: int) -> set:
 
 
 def table_chunks(stream, index: int) -> set:
+    """The observation-table chunks the v2 stream decodes for window ``index``
+    (:func:`bench.peers.needed_chunks`, table chunks only)."""
     from bench.peers import needed_chunks
 
     return {(p, k) for p, k in needed_chunks(stream, int(index)) if p in TABLE}
 
 
-def decoded_per_sample(stream, order, chunks_of) -> tuple[float, float]:
-    """Mean decoded bytes per sample (each chunk once over the whole order, as an unbounded cache
-    decodes it) and mean per window read cold (no chunk shared with another window)."""
-    per_window = [chunks_of(stream, i) for i in order]
-    size = lambda keys: sum(chunk_bytes(stream.reader.array(p), k) for p, k in keys)  # noqa: E731
-    return size(set().union(*per_window)) / len(order), sum(map(size, per_window)) / len(order)
+def decoded_by_array(stream, chunks_per_window: list, groups) -> dict[str, float]:
+    """Mean decoded bytes per window, by array, of ``chunks_per_window`` (one set of (path, chunk)
+    per window) when each chunk is decoded once per group (``groups[i]``: window ``i``'s; a cache
+    that holds a group's chunks and nothing after it)."""
+    out: dict[str, float] = {}
+    for _, path, key in {(g, p, k) for g, keys in zip(groups, chunks_per_window) for p, k in keys}:
+        out[path] = out.get(path, 0) + chunk_bytes(stream.reader.array(path), key)
+    return {path: v / max(len(chunks_per_window), 1) for path, v in out.items()}
+
+
+def decoded_per_sample(stream, chunks_of) -> tuple[float, float]:
+    """Mean decoded bytes per training window of ``chunks_of(stream, i)``: each chunk once over all
+    windows (an unbounded cache), and each window read cold."""
+    per_window = [chunks_of(stream, i) for i in range(len(stream.windows))]
+    once = decoded_by_array(stream, per_window, [0] * len(per_window))
+    cold = decoded_by_array(stream, per_window, range(len(per_window)))
+    return sum(once.values()), sum(cold.values())
 
 
 def measure(demo: Path, rows: int, work: Path) -> dict:
@@ -96,12 +105,11 @@ def measure(demo: Path, rows: int, work: Path) -> dict:
     cfg = load_config(data, CubeConfig)
     build(cfg, progress=False, rebuild=True)
     cube = Path(cfg.output)
-    stream = CubeStream(str(cube), load_dataset_config(ROOT / "configs" / "dataset.yaml", "argo_real"), split="all")
-    order = stream.shard_indices(0)
+    stream = CubeStream(str(cube), load_dataset_config(ROOT / "configs" / "dataset.yaml", "argo_real"), split="train")
     reader = stream.reader
-    n = len(order)
-    dense_epoch, dense_cold = decoded_per_sample(stream, order, dense_chunks)
-    table_epoch, table_cold = decoded_per_sample(stream, order, table_chunks)
+    n = len(stream.windows)
+    dense_epoch, dense_cold = decoded_per_sample(stream, dense_chunks)
+    table_epoch, table_cold = decoded_per_sample(stream, table_chunks)
     return {
         "profile_rows": rows, "samples": n, "table_rows": int(reader.array("profiles/obs_day").shape[0]),
         "dense_bytes_stored": stored(cube, DENSE)[0], "dense_objects": stored(cube, DENSE)[1],
@@ -110,7 +118,7 @@ def measure(demo: Path, rows: int, work: Path) -> dict:
         "table_objects": stored(cube, TABLE + ("profiles/obs_start", "profiles/obs_stop"))[1],
         "dense_decoded_per_sample": dense_epoch, "dense_decoded_per_cold_sample": dense_cold,
         "table_decoded_per_sample": table_epoch, "table_decoded_per_cold_sample": table_cold,
-        "table_chunks_per_cold_sample": sum(len(table_chunks(stream, i)) for i in order) / n,
+        "table_chunks_per_cold_sample": sum(len(table_chunks(stream, i)) for i in range(n)) / n,
     }
 
 
@@ -152,27 +160,6 @@ def gather_old_new(old_rev: str, cube: str, rounds: int = 3) -> dict:
     return {"old_rev": old_rev, "old_ms_per_sample": old, "new_ms_per_sample": new, "speedup": old / new}
 
 
-def global_estimate(rows_choices, n_rows: float = 7e6, nlat: int = 1800, nlon: int = 3600, days: int = 5479,
-                    tile: int = 128, days_per_chunk: int = 8, ocean_fraction: float = 0.7) -> dict:
-    """Objects and decoded bytes per epoch of both layouts for a global cube (each (tile, time
-    chunk) block of the ocean decoded once per epoch; a block's rows read as one range)."""
-    blocks = math.ceil(days / days_per_chunk) * math.ceil(nlat / tile) * math.ceil(nlon / tile)
-    ocean_blocks = blocks * ocean_fraction
-    rows_per_block = n_rows / ocean_blocks
-    dense_block = days_per_chunk * LEVELS * tile * tile * 4
-    dense_epoch = ocean_blocks * (2 * dense_block + dense_block / LEVELS)   # count + sum + n_obs
-    out = {"params": {"rows": n_rows, "nlat": nlat, "nlon": nlon, "days": days, "tile": tile,
-                      "days_per_chunk": days_per_chunk, "ocean_fraction": ocean_fraction},
-           "blocks": blocks, "rows_per_ocean_block": rows_per_block, "dense_decoded_per_epoch": dense_epoch,
-           "table_raw_bytes": n_rows * ROW_BYTES, "by_rows": []}
-    for r in rows_choices:
-        chunks_per_range = 1 + (rows_per_block - 1) / r          # a range of n rows starts anywhere in a chunk
-        epoch = ocean_blocks * chunks_per_range * r * ROW_BYTES
-        out["by_rows"].append({"profile_rows": r, "objects": 5 * math.ceil(n_rows / r) + 2,
-                               "decoded_per_epoch": epoch, "of_dense": epoch / dense_epoch})
-    return out
-
-
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--demo", default=str(ROOT / "data" / "demo"))
@@ -190,7 +177,7 @@ def main(argv=None) -> dict:
         return g
     with tempfile.TemporaryDirectory() as tmp:
         demo = [measure(Path(args.demo), r, Path(tmp)) for r in args.rows]
-    report = {"demo": demo, "global": global_estimate(args.rows)}
+    report = {"demo": demo}
     d0 = demo[0]
     print(f"demo cube: {d0['table_rows']} table rows; dense count+sum {d0['dense_bytes_stored'] / 1e6:.2f} MB stored in "
           f"{d0['dense_objects']} objects (n_obs {d0['n_obs_bytes_stored'] / 1e6:.2f} MB); "
@@ -200,12 +187,6 @@ def main(argv=None) -> dict:
         print(f"{d['profile_rows']:10d} {d['table_bytes_stored'] / 1e6:9.3f} {d['table_objects']:8d} "
               f"{d['table_decoded_per_sample'] / 1e3:10.1f} {d['table_decoded_per_cold_sample'] / 1e3:15.1f} "
               f"{d['table_chunks_per_cold_sample']:19.2f}")
-    g = report["global"]
-    print(f"global ({g['params']}): {g['blocks']} blocks, {g['rows_per_ocean_block']:.1f} rows per ocean block, "
-          f"dense decoded per epoch {g['dense_decoded_per_epoch'] / 1e12:.1f} TB, table raw {g['table_raw_bytes'] / 1e9:.2f} GB")
-    print(f"{'rows/chunk':>10s} {'objects':>8s} {'decoded GB/epoch':>17s} {'of dense':>9s}")
-    for r in g["by_rows"]:
-        print(f"{r['profile_rows']:10d} {r['objects']:8d} {r['decoded_per_epoch'] / 1e9:17.1f} {r['of_dense']:9.2%}")
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     return report
 

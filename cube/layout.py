@@ -23,12 +23,13 @@ The profile observation table (contract v2; built by ``cube.obs_table``): ``prof
 (:data:`INDEX_BLOCK_ATTRS`). The loaders read only the table; ``count``/``sum``/``n_obs`` stay
 dense for plain xarray. Decided by measurement (``python -m bench.profile_store``, demo cube,
 README "The profile observation table"): the dense count+sum store 2.09 MB (their zeros compress
-well) against the table's 0.17 MB, so keeping both is cheap, while a sample decodes 2.1 kB of
-table instead of 7.37 MB of dense chunks. ``chunks.profile_rows`` = 256: 167 kB decoded per cold
-sample on the demo (128: 103 kB, 1024: 396 kB) and, for a global 2010-2024 cube (~7 M rows),
-137k table objects (128: 273k) and 0.22 % of the dense layout's decoded bytes per epoch. The table
-is never sharded: its object count needs no sharding, and plain chunks keep the loaders' direct
-decode path.
+well) against the table's 0.17 MB, so keeping both is cheap, while a training sample decodes
+2.5 kB of table instead of 7.37 MB of dense chunks. ``chunks.profile_rows`` = 256: 167 kB decoded
+per cold sample on the demo (128: 103 kB, 1024: 400 kB) and, for a global 2010-2024 cube (~7 M
+rows; ``python -m bench.global_estimate``, README "Global cube estimate"), 140,632 table objects
+(128: 281,262) and 0.23 % of the dense layout's decoded bytes per epoch (128: 0.13 %; the target
+is 1 %). The table is never sharded: its object count needs no sharding, and plain chunks keep
+the loaders' direct decode path.
 
 Attributes (CF-1.10, so ``xr.open_datatree(cube, engine="zarr").to_netcdf(path)`` works and
 cf_xarray finds every axis):

@@ -54,6 +54,17 @@ def tiny_cube(tiny_demo, tmp_path_factory) -> Path:
     return Path(cfg.output)
 
 
+@pytest.fixture(scope="session")
+def small_table_cube(tiny_demo, tmp_path_factory) -> str:
+    """The tiny cube with 8-row observation-table chunks (its 125 rows fill 16 of them), so some
+    table chunks a window's index ranges touch hold none of its rows."""
+    from cube.build import build
+
+    cfg = tiny_cube_config(tiny_demo, tmp_path_factory.mktemp("rows8") / "cube.zarr", chunks={"days": 4, "profile_rows": 8})
+    build(cfg, progress=False)
+    return cfg.output
+
+
 def tiny_config_data(demo: Path, output: Path, **overrides) -> dict:
     """The tiny-demo cube config as a mapping: 4-day chunks, 16-cell tiles, no progress bar.
     ``section=value`` replaces a section, ``section__key=value`` sets one key in it."""

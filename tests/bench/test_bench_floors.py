@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 import zarr
 
@@ -16,18 +15,6 @@ from bench.suite import THREAD_VARIABLES, pin_threads
 from loaders import CubeStream, load_dataset_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "dataset.yaml"
-
-
-@pytest.fixture(scope="module")
-def small_table_cube(tiny_demo, tmp_path_factory) -> str:
-    """The tiny cube with 8-row observation-table chunks (its 125 rows fill 16 of them), so some
-    table chunks a window's index ranges touch hold none of its rows."""
-    from conftest import tiny_cube_config
-    from cube.build import build
-
-    cfg = tiny_cube_config(tiny_demo, tmp_path_factory.mktemp("rows8") / "cube.zarr", chunks={"days": 4, "profile_rows": 8})
-    build(cfg, progress=False)
-    return cfg.output
 
 
 def test_the_limit_plans_exactly_the_chunks_a_cold_stream_decodes(small_table_cube):

@@ -1,5 +1,5 @@
 """bench.global_estimate: its arithmetic against a hand count on a tiny cube, the demo measurement
-against CubeStream's own chunk list, and the command line."""
+against a cell-by-cell count with plain zarr, the profile_rows recommendation, and the command line."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 
 from bench.global_estimate import (CubeSpec, StoredBytes, epoch_bytes, nearest_snapshot, poisson_rows,
                                    real_ocean_mask, stored, table_index)
@@ -116,19 +117,75 @@ def test_real_ocean_mask_puts_land_and_sea_where_they_are(real_data):
     assert not cell(23.0, 10.0) and not cell(60.0, 100.0)                  # Sahara, Siberia
 
 
-def test_demo_dense_reads_equal_the_stream_chunk_list(tiny_cube):
-    from bench.global_estimate import demo_per_sample
+def brute_force_reads(cube: str, w) -> dict[tuple, int]:
+    """Decoded bytes of every chunk window ``w`` reads of the profiles, found cell by cell with
+    plain zarr: v1, every ``n_obs`` chunk of a window cell and the ``count``/``sum`` chunks of an
+    observed cell; v2, the ``obs_day/row/col`` chunks of the index ranges of every block holding a
+    window cell and the ``obs_count``/``obs_sum`` chunks of the rows in the window."""
+    root = zarr.open_group(cube, mode="r")
+    n_obs, count = root["profiles/n_obs"], root["profiles/count"]
+    (nt, levels, ny, nx), (ct, _, cy, cx) = count.shape, count.chunks
+    start, stop = root["profiles/obs_start"], root["profiles/obs_stop"]
+    bd, bc = start.attrs["block_days"], start.attrs["block_cells"]
+    day, row, col = (root[f"profiles/obs_{f}"][:] for f in ("day", "row", "col"))
+    rows_per_chunk = root["profiles/obs_count"].chunks[0]
+    cols = np.arange(w.cols.start, w.cols.stop) if isinstance(w.cols, slice) else np.asarray(w.cols)
+    d, y, x = (a.ravel() for a in np.meshgrid(np.arange(w.time.start, w.time.stop),
+                                                np.arange(w.rows.start, w.rows.stop), cols, indexing="ij"))
+    cells = lambda t, i, j: min(ct, nt - t * ct) * min(cy, ny - i * cy) * min(cx, nx - j * cx)  # noqa: E731
+    out = {("profiles/n_obs", k): 4 * cells(*k) for k in set(zip(d // ct, y // cy, x // cx))}
+    seen = n_obs[:][d, y, x] > 0
+    for k in set(zip(d[seen] // ct, y[seen] // cy, x[seen] // cx)):
+        out[("profiles/count", k)] = out[("profiles/sum", k)] = 4 * levels * cells(*k)
+    obs_rows = lambda k: min(rows_per_chunk, day.size - k * rows_per_chunk)  # noqa: E731
+    for block in set(zip(d // bd, y // bc, x // bc)):
+        for k in set(np.arange(start[block], stop[block]) // rows_per_chunk):
+            out.update({(f"profiles/obs_{f}", k): 4 * obs_rows(k) for f in ("day", "row", "col")})
+    in_window = np.isin(day, np.unique(d)) & np.isin(row, np.unique(y)) & np.isin(col, cols)
+    for k in set(np.flatnonzero(in_window) // rows_per_chunk):
+        out[("profiles/obs_count", k)] = out[("profiles/obs_sum", k)] = 4 * levels * obs_rows(k)
+    return out
 
-    d = demo_per_sample(str(tiny_cube), profile_rows=(4, 8))
-    for name in ("uncached", "cached"):
-        s = d["per_sample"][name]
-        listed = s["dense_listed"]
-        # the Reads arithmetic reproduces what CubeStream.window_chunks lists, byte for byte
-        assert s["count_sum_listed"] == pytest.approx(listed["profiles/count"] + listed["profiles/sum"])
-        assert s["n_obs"] == pytest.approx(listed["profiles/n_obs"])
-        assert 0 < s["count_sum_read"] <= s["count_sum_listed"]
-        assert 0 < s["table"]["4"] <= s["table"]["8"] < s["count_sum_read"]
-    assert d["per_sample"]["cached"]["n_obs"] < d["per_sample"]["uncached"]["n_obs"]
+
+def test_demo_per_sample_equals_a_cell_by_cell_count(small_table_cube):
+    from bench.global_estimate import demo_per_sample
+    from loaders import CubeStream, load_dataset_config
+
+    d = demo_per_sample(small_table_cube)
+    cfg = load_dataset_config(REPO / "configs" / "dataset.yaml", "argo_real")
+    windows = CubeStream(small_table_cube, cfg, split="train").windows
+    reads = [brute_force_reads(small_table_cube, windows[i]) for i in range(len(windows))]
+    assert d["windows"] == len(windows) >= cfg.block_size and d["profile_rows"] == 8
+    blocks: dict[int, dict] = {}
+    for i, r in enumerate(reads):
+        blocks.setdefault(i // cfg.block_size, {}).update(r)
+    for name, groups in (("uncached", reads), ("cached", list(blocks.values()))):
+        want: dict[str, float] = {}
+        for group in groups:
+            for (path, _), size in group.items():
+                want[path] = want.get(path, 0) + size / len(windows)
+        got = {p: v for p, v in d["per_sample"][name].items() if p.startswith("profiles/")}
+        assert got == pytest.approx(want), name
+    assert d["per_sample"]["cached"]["profiles/n_obs"] < d["per_sample"]["uncached"]["profiles/n_obs"]
+    # some table chunks of a window's index ranges hold none of its rows, and those are not decoded
+    assert d["per_sample"]["uncached"]["profiles/obs_count"] < d["per_sample"]["uncached"]["profiles/obs_day"] * 50
+    assert d["observed_rows"] == 125 and d["rows_per_tile_time_chunk"]["max"] <= 125
+
+
+def test_recommendation_is_the_fewest_objects_within_the_target():
+    from bench.global_estimate import recommend_rows
+
+    def report(shares):
+        rows = list(shares)
+        return {"global": {"spec": {"profile_rows": rows}, "ratios": {"cached": {str(r): s for r, s in shares.items()}},
+                           "epoch": {"cached": {"table": {str(r): 1e9 * s for r, s in shares.items()}}},
+                           "stored": {"objects": {f"table_{r}": 10_000_000 // r for r in rows}}}}
+
+    assert recommend_rows(report({128: 0.0013, 256: 0.0023}))["profile_rows"] == 256   # both under 1 %
+    assert recommend_rows(report({128: 0.006, 256: 0.012}))["profile_rows"] == 128     # 256 over the target
+    assert recommend_rows(report({128: 0.02, 256: 0.03}))["profile_rows"] == 128       # none under: fewest bytes
+    rec = recommend_rows(report({128: 0.0013, 256: 0.0023}))
+    assert rec["objects"] == {"128": 78_125, "256": 39_062} and rec["default"] == 256
 
 
 def test_module_json_runs(tiny_cube):
@@ -140,5 +197,5 @@ def test_module_json_runs(tiny_cube):
     g = report["global"]
     assert g["spec"]["n_days"] == 730 and g["tiles_train"] > 0
     assert 0 < g["ratios"]["cached"]["128"] < 0.01
-    assert report["recommendation"]["profile_rows"] in (128, 256)
-    assert report["demo"]["windows"] > 0
+    assert report["recommendation"]["profile_rows"] == 256   # 128 and 256 both far under 1 %: fewer objects
+    assert report["demo"]["windows"] > 0 and report["demo"]["profile_rows"] == 256
