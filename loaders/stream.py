@@ -45,6 +45,10 @@ inside a worker (``get_worker_info()`` set) sets it again, so a collate or trans
 cannot make the workers fight over the cores (issue 13: collate went from ~1 ms to 22-31 ms a
 sample under load with 2 threads). The main process (0 workers) keeps its own setting.
 
+Memory. Importing this module sets ``THP_MEM_ALLOC_ENABLE=1`` unless the environment already
+says otherwise: torch then backs large CPU tensors (collated batches) with transparent huge pages,
+which made stacking a 32-sample argo batch 4x faster (``python -m bench.huge_pages``).
+
 Faults. A window whose sample cannot be built (an unreadable chunk, a non-finite profile sum
 that would reach the model: :func:`loaders.sample.assemble` masks or rejects every non-finite
 value, so no separate finite check runs) raises :class:`SampleError` naming the cube, the patch and the centre
@@ -61,10 +65,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time as _time
 
-import numpy as np
-import torch
+# Transparent huge pages for torch's CPU tensors (PyTorch reads THP_MEM_ALLOC_ENABLE when it first
+# allocates a large tensor). A collated batch is hundreds of MB of fresh memory, and with 4 KB pages
+# the page faults cost more than the copy: torch.stack of 32 argo y samples (105 MB) 46.5 ms with
+# the setting off, 10.5 ms on (`python -m bench.huge_pages`). numpy asks for huge pages by itself.
+# A default only: THP_MEM_ALLOC_ENABLE=0 in the environment opts out.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from cube.errors import ConfigError

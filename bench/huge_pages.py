@@ -1,0 +1,70 @@
+"""What transparent huge pages do to collating a batch (the stack of a batch's samples).
+
+A collated argo batch is hundreds of MB of fresh memory (32 samples: x and y are 105 MB each);
+with 4 KB pages the kernel's page faults on that memory cost more than the copy itself. numpy asks
+for huge pages for large arrays by itself; torch does only with ``THP_MEM_ALLOC_ENABLE=1``, which
+:mod:`loaders.stream` sets by default (``os.environ.setdefault``, so ``THP_MEM_ALLOC_ENABLE=0``
+opts out). This times ``torch.stack`` of one batch of ``y``-shaped samples into fresh memory with
+the setting off and on (each in its own subprocess, torch and BLAS pinned to one thread, interleaved
+rounds, medians), against stacking into a reused buffer (no page faults: the floor). Run:
+
+    .venv/bin/python -m bench.huge_pages [--batch 32] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+MEASURE = r"""
+import json, sys, time
+import numpy as np, torch
+torch.set_num_threads(1)
+batch, reps = int(sys.argv[1]), int(sys.argv[2])
+samples = [torch.from_numpy(np.random.default_rng(i).random((50, 128, 128), np.float32)) for i in range(batch)]
+def ms(f):
+    f()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        f()
+    return (time.perf_counter() - t0) / reps * 1000
+out = torch.empty((batch, 50, 128, 128))
+print(json.dumps({"fresh_ms": ms(lambda: torch.stack(samples)), "reused_ms": ms(lambda: torch.stack(samples, out=out))}))
+"""
+
+
+def run(batch: int = 32, rounds: int = 5, reps: int = 10) -> dict:
+    """Median ms per stacked batch: fresh memory with huge pages off and on, and a reused buffer."""
+    runs: dict[str, list[dict]] = {"0": [], "1": []}
+    for _ in range(rounds):
+        for setting in runs:
+            env = {**os.environ, "THP_MEM_ALLOC_ENABLE": setting, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+            out = subprocess.run([sys.executable, "-c", MEASURE, str(batch), str(reps)], env=env,
+                                 capture_output=True, text=True, check=True)
+            runs[setting].append(json.loads(out.stdout))
+    med = {s: {k: statistics.median(r[k] for r in rs) for k in ("fresh_ms", "reused_ms")} for s, rs in runs.items()}
+    mb = batch * 50 * 128 * 128 * 4 / 1e6
+    return {"batch": batch, "batch_mb": mb, "fresh_ms_thp_off": med["0"]["fresh_ms"],
+            "fresh_ms_thp_on": med["1"]["fresh_ms"], "reused_ms": med["1"]["reused_ms"],
+            "off_over_on": med["0"]["fresh_ms"] / med["1"]["fresh_ms"]}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args(argv)
+    r = run(args.batch, args.rounds)
+    print(f"torch.stack of {r['batch']} y samples ({r['batch_mb']:.0f} MB), median ms per batch:")
+    print(f"  fresh memory, THP_MEM_ALLOC_ENABLE=0  {r['fresh_ms_thp_off']:8.1f}")
+    print(f"  fresh memory, THP_MEM_ALLOC_ENABLE=1  {r['fresh_ms_thp_on']:8.1f}   ({r['off_over_on']:.2f}x faster)")
+    print(f"  reused buffer (no page faults)        {r['reused_ms']:8.1f}")
+    return r
+
+
+if __name__ == "__main__":
+    main()
