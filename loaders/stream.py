@@ -96,13 +96,17 @@ class CubeStream(IterableDataset):
 
     def __init__(self, cube: str, config: DatasetConfig | None = None, split: str = "train", *,
                  shuffle: bool = True, rank: int | None = None, world_size: int | None = None,
-                 drop_last: bool = False, cache_bytes: int = 256 * 2**20, storage_options: dict | None = None):
+                 drop_last: bool = False, cache_bytes: int = 256 * 2**20, storage_options: dict | None = None,
+                 prefetch_bytes: int | None = None, decode_threads: int | None = None,
+                 raw_cache_bytes: int | None = None):
         super().__init__()
         self.config = config or DatasetConfig()
         self.split = split
         self.shuffle = shuffle
         self.drop_last = drop_last
-        self.reader = CubeReader(cube, cache_bytes=cache_bytes, storage_options=storage_options)
+        self.reader = CubeReader(cube, cache_bytes=cache_bytes, storage_options=storage_options,
+                                 prefetch_bytes=prefetch_bytes, decode_threads=decode_threads,
+                                 raw_cache_bytes=raw_cache_bytes)
         n_days = len(self.reader.days)
         if n_days < self.config.window:
             raise ConfigError(f"window_days: a window of {self.config.window} days is longer than the "
@@ -229,11 +233,40 @@ class CubeStream(IterableDataset):
             start = int(resume["consumed"].get(shard, 0))
         indices = self.shard_indices(epoch, rank, world, worker, workers)
         progress = self._pass = {"epoch": epoch, "shard": shard, "position": start, "num_workers": num_workers}
-        for position in range(start, len(indices)):
-            sample = self._sample_or_skip(int(indices[position]), epoch, shard, position)
-            progress["position"] = position + 1  # before the yield: a snapshot taken now counts it
-            if sample is not None:
-                yield sample
+        for positions in self._prepared_blocks(indices, start):
+            for position in positions:
+                sample = self._sample_or_skip(int(indices[position]), epoch, shard, position)
+                progress["position"] = position + 1  # before the yield: a snapshot taken now counts it
+                if sample is not None:
+                    yield sample
+
+    def _prepared_blocks(self, indices: np.ndarray, start: int):
+        """The positions ``start..`` of a shard in blocks of ``block_size``, each yielded once its
+        chunks are in: all the chunks its windows need (:meth:`window_chunks`) fetched at once,
+        the next block's set in flight on the prefetch thread, then this block's decoded on the
+        decode pool (:meth:`CubeReader.load`). A failure here is not raised: the windows then read
+        their chunks one by one and report it as their own :class:`SampleError`."""
+        b, n = self.config.block_size, len(indices)
+        blocks = [range(max(lo, start), min(lo + b, n)) for lo in range(start - start % b, n, b)]
+        chunks = self._block_chunks(indices, blocks[0]) if blocks else []
+        for k, positions in enumerate(blocks):
+            current = chunks
+            try:
+                self.reader.fetch(current)
+                chunks = self._block_chunks(indices, blocks[k + 1]) if k + 1 < len(blocks) else []
+                self.reader.prefetch(chunks)
+                self.reader.load(current)
+            except Exception as e:
+                log.debug("block fetch failed (the windows retry one by one): %s: %s", type(e).__name__, e)
+                chunks = self._block_chunks(indices, blocks[k + 1]) if k + 1 < len(blocks) else []
+            yield positions
+
+    def _block_chunks(self, indices: np.ndarray, positions: range) -> list:
+        """The chunks the windows at ``positions`` need, each once."""
+        keys: dict = {}
+        for position in positions:
+            keys.update(dict.fromkeys(self.window_chunks(int(indices[position]))))
+        return list(keys)
 
     def _sample_or_skip(self, index: int, epoch: int, shard: int, position: int):
         try:
