@@ -20,6 +20,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 from torch.utils.data import DataLoader
 
 from bench.serve import LoopbackServer
@@ -69,14 +70,14 @@ def measure(url: str, cfg, split: str, workers: int, prefetch_bytes: int | None,
 def run(cube: str = "data/cube.zarr", preset: str = "argo_real", delay_s: float = 0.02, workers=(0, 2),
         prefetch=(None, 0), decode_threads=(None,), order: str = "block", split: str = "all",
         max_samples: int | None = None, batch_size: int = 8, dataset_config: str = "configs/dataset.yaml",
-        sources=("local", "http")) -> dict:
+        sources=("local", "http"), rounds: int = 1) -> dict:
     """Measure every combination of ``sources`` x ``workers`` x ``prefetch`` x ``decode_threads``.
 
     ``prefetch``: ``prefetch_bytes`` values (None = the stream's default, 0 = off);
     ``decode_threads`` likewise; ``order``: ``block`` (the stream's block-shuffled order) or
     ``random`` (blocks of one window: fully random order). Returns ``{"settings": ..., "rows":
-    [...], "ratios": {...}}``: one row per configuration (samples/s, and for HTTP requests and
-    kB per sample), and per (workers, prefetch, decode_threads) the ratio http / local.
+    [...], "ratios": {...}}``: one row per configuration (samples/s, decodes and direct-path reads at
+    0 workers, and for HTTP requests and kB per sample as the server counted them), and per (workers, prefetch, decode_threads) the ratio http / local.
     """
     cfg = load_dataset_config(dataset_config, preset)
     if order == "random":
@@ -84,16 +85,22 @@ def run(cube: str = "data/cube.zarr", preset: str = "argo_real", delay_s: float 
     elif order != "block":
         raise ValueError(f"order: 'block' or 'random', got {order!r}")
     cube_path = Path(cube).resolve()
-    rows = []
     combos = list(itertools.product(workers, prefetch, decode_threads))
-    if "local" in sources:
-        for w, p, d in combos:
-            rows.append(measure(str(cube_path), cfg, split, w, p, d, max_samples, batch_size, None))
-    if "http" in sources:
-        with LoopbackServer(cube_path.parent, delay_s=delay_s) as server:
-            url = f"{server.url}/{cube_path.name}"
+    rounds_rows = []
+    for _ in range(max(int(rounds), 1)):  # rounds interleaved, so a busy spell hits every configuration
+        rows = []
+        if "local" in sources:
             for w, p, d in combos:
-                rows.append(measure(url, cfg, split, w, p, d, max_samples, batch_size, server))
+                rows.append(measure(str(cube_path), cfg, split, w, p, d, max_samples, batch_size, None))
+        if "http" in sources:
+            with LoopbackServer(cube_path.parent, delay_s=delay_s) as server:
+                url = f"{server.url}/{cube_path.name}"
+                for w, p, d in combos:
+                    rows.append(measure(url, cfg, split, w, p, d, max_samples, batch_size, server))
+        rounds_rows.append(rows)
+    rows = [dict(r, samples_per_s=float(np.median([rr[k]["samples_per_s"] for rr in rounds_rows])),
+                 samples_per_s_rounds=[rr[k]["samples_per_s"] for rr in rounds_rows])
+            for k, r in enumerate(rounds_rows[-1])]
     ratios = {}
     for w, p, d in combos:
         pair = {r["source"]: r for r in rows if (r["workers"], r["prefetch_bytes"], r["decode_threads"]) == (w, p, d)}
@@ -101,13 +108,13 @@ def run(cube: str = "data/cube.zarr", preset: str = "argo_real", delay_s: float 
             ratios[f"workers={w} prefetch={p} decode_threads={d}"] = round(
                 pair["http"]["samples_per_s"] / pair["local"]["samples_per_s"], 3)
     settings = {"cube": str(cube_path), "preset": preset, "delay_s": delay_s, "order": order, "split": split,
-                "batch_size": batch_size, "max_samples": max_samples, "block_size": cfg.block_size}
+                "batch_size": batch_size, "max_samples": max_samples, "block_size": cfg.block_size, "rounds": rounds}
     return {"settings": settings, "rows": rows, "ratios": ratios}
 
 
 def format_table(result: dict) -> str:
     keys = ["source", "workers", "prefetch_bytes", "decode_threads", "samples", "samples_per_s", "chunks_decoded",
-            "requests", "requests_per_sample", "kb_per_sample"]
+            "requests_fetched", "requests", "requests_per_sample", "kb_per_sample"]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for r in result["rows"]:
         lines.append("| " + " | ".join("" if r.get(k) is None else str(r[k]) for k in keys) + " |")
@@ -132,10 +139,11 @@ def main(argv=None) -> None:
     p.add_argument("--split", default="all")
     p.add_argument("--max-samples", type=int, default=None)
     p.add_argument("--sources", nargs="+", default=["local", "http"])
+    p.add_argument("--rounds", type=int, default=1, help="repeats, interleaved; samples/s is the median")
     p.add_argument("--json", default=None, help="also write the result here")
     a = p.parse_args(argv)
     result = run(a.cube, a.preset, a.delay, tuple(a.workers), tuple(a.prefetch), tuple(a.decode_threads), a.order,
-                 a.split, a.max_samples, sources=tuple(a.sources))
+                 a.split, a.max_samples, sources=tuple(a.sources), rounds=a.rounds)
     print(json.dumps(result["settings"]))
     print(format_table(result))
     if a.json:

@@ -35,6 +35,7 @@ one-time warning per array that damage there cannot be detected (rebuild to add 
 from __future__ import annotations
 
 import logging
+import multiprocessing.util
 import os
 import threading
 import time
@@ -44,6 +45,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import fsspec
+import fsspec.asyn
 import google_crc32c
 import numpy as np
 import pandas as pd
@@ -58,6 +60,8 @@ from .fetch import ByteCache, FetchError, Prefetcher, fetch_batch, is_transient
 
 _BLOSC = Blosc()  # decodes any Blosc frame (the frame header carries its own settings)
 log = logging.getLogger("depthcube.loaders")
+
+_INHERITED: list = []  # zarr handles a forked process inherited (see CubeReader.root)
 
 #: Defaults, chosen by measurement (README "Reading from object storage"): decode threads outside
 #: DataLoader workers, the prefetch bound and the compressed-bytes cache.
@@ -133,7 +137,11 @@ class CubeReader:
     def root(self) -> zarr.Group:
         if self._pid != os.getpid():
             # A forked DataLoader worker inherits the parent's handle and zarr event-loop state;
-            # never use them across a fork: reopen in this process.
+            # never use them across a fork: reopen in this process. The inherited objects are kept,
+            # unused: collecting them here would close the parent's HTTP session from the child
+            # (aiohttp prints "Unclosed client session").
+            if self._root is not None:
+                _INHERITED.append((self._root, self._arrays))
             self._root, self._pid, self._arrays = None, os.getpid(), {}
         if self._root is None:
             kwargs = {"storage_options": self.storage_options} if self.storage_options else {}
@@ -267,6 +275,8 @@ class CubeReader:
         thread- or loop-related crosses a fork or a pickle."""
         io = getattr(self, "_io_state", None)
         if io is None or io.pid != os.getpid():
+            if io is not None:
+                _INHERITED.append(io)  # a fork's: never used, never closed here (see root)
             io = self._io_state = _ProcessIO(self)
         return io
 
@@ -564,6 +574,14 @@ def direct_layout(arr: zarr.Array) -> DirectLayout | None:
     return DirectLayout(dtype, checksummed, tuple(arr.chunks), shards, at_end)
 
 
+def _close_session(fs) -> None:
+    try:
+        session = fsspec.asyn.sync(fs.loop, fs.set_session)
+        fs.close_session(fs.loop, session)
+    except Exception as e:  # closing is best effort, at exit
+        log.debug("closing the HTTP session failed: %s", e)
+
+
 def _in_worker() -> bool:
     """Whether this process is a torch DataLoader worker."""
     try:
@@ -591,6 +609,11 @@ class _ProcessIO:
         self._sizes: dict = {}          # array path -> [bytes, count] of the chunks fetched
         self._pool: ThreadPoolExecutor | None = None
         self._pool_threads = 0
+        if hasattr(self.fs, "set_session"):
+            # fsspec's HTTP filesystem closes its aiohttp session at interpreter exit, which a
+            # DataLoader worker skips (os._exit): aiohttp then prints "Unclosed client session".
+            # multiprocessing runs this finalizer before a worker process exits.
+            multiprocessing.util.Finalize(self, _close_session, args=(self.fs,), exitpriority=10)
         self._prefetcher: Prefetcher | None = None
 
     def url_of(self, path: str) -> str:
