@@ -27,7 +27,8 @@ from bench.serve import LoopbackServer
 from loaders import CubeStream, load_dataset_config
 
 
-def _stream(url: str, cfg, split: str, prefetch_bytes: int | None, decode_threads: int | None):
+def _stream(url: str, cfg, split: str, prefetch_bytes: int | None, decode_threads: int | None,
+            raw_cache_bytes: int | None = None):
     """A fresh stream; options this version of CubeStream lacks are left out (so the same script
     measures an older checkout)."""
     params = inspect.signature(CubeStream).parameters
@@ -36,13 +37,16 @@ def _stream(url: str, cfg, split: str, prefetch_bytes: int | None, decode_thread
         kwargs["prefetch_bytes"] = prefetch_bytes
     if decode_threads is not None and "decode_threads" in params:
         kwargs["decode_threads"] = decode_threads
+    if raw_cache_bytes is not None and "raw_cache_bytes" in params:
+        kwargs["raw_cache_bytes"] = raw_cache_bytes
     return CubeStream(url, cfg, split, shuffle=True, **kwargs)
 
 
 def measure(url: str, cfg, split: str, workers: int, prefetch_bytes: int | None, decode_threads: int | None,
-            max_samples: int | None, batch_size: int, server: LoopbackServer | None) -> dict:
+            max_samples: int | None, batch_size: int, server: LoopbackServer | None,
+            raw_cache_bytes: int | None = None) -> dict:
     """One configuration: samples/s over the epoch (or its first ``max_samples``), requests, bytes."""
-    stream = _stream(url, cfg, split, prefetch_bytes, decode_threads)
+    stream = _stream(url, cfg, split, prefetch_bytes, decode_threads, raw_cache_bytes)
     kwargs = {"persistent_workers": False, "prefetch_factor": 4} if workers else {}
     loader = DataLoader(stream, batch_size=batch_size, num_workers=workers, **kwargs)
     if server is not None:
@@ -55,7 +59,7 @@ def measure(url: str, cfg, split: str, workers: int, prefetch_bytes: int | None,
             break
     seconds = time.perf_counter() - t0
     row = {"source": "http" if server else "local", "workers": workers, "prefetch_bytes": prefetch_bytes,
-           "decode_threads": decode_threads, "samples": n, "seconds": round(seconds, 3),
+           "decode_threads": decode_threads, "raw_cache_bytes": raw_cache_bytes, "samples": n, "seconds": round(seconds, 3),
            "samples_per_s": round(n / seconds, 2)}
     if workers == 0:
         row["chunks_decoded"] = stream.reader.chunks_decoded
@@ -70,11 +74,11 @@ def measure(url: str, cfg, split: str, workers: int, prefetch_bytes: int | None,
 def run(cube: str = "data/cube.zarr", preset: str = "argo_real", delay_s: float = 0.02, workers=(0, 2),
         prefetch=(None, 0), decode_threads=(None,), order: str = "block", split: str = "all",
         max_samples: int | None = None, batch_size: int = 8, dataset_config: str = "configs/dataset.yaml",
-        sources=("local", "http"), rounds: int = 1) -> dict:
-    """Measure every combination of ``sources`` x ``workers`` x ``prefetch`` x ``decode_threads``.
+        sources=("local", "http"), rounds: int = 1, raw_cache=(None,)) -> dict:
+    """Measure every combination of ``sources`` x ``workers`` x ``prefetch`` x ``decode_threads`` x ``raw_cache``.
 
     ``prefetch``: ``prefetch_bytes`` values (None = the stream's default, 0 = off);
-    ``decode_threads`` likewise; ``order``: ``block`` (the stream's block-shuffled order) or
+    ``decode_threads`` and ``raw_cache`` (``raw_cache_bytes``) likewise; ``order``: ``block`` (the stream's block-shuffled order) or
     ``random`` (blocks of one window: fully random order). Returns ``{"settings": ..., "rows":
     [...], "ratios": {...}}``: one row per configuration (samples/s, decodes and direct-path reads at
     0 workers, and for HTTP requests and kB per sample as the server counted them), and per (workers, prefetch, decode_threads) the ratio http / local.
@@ -85,27 +89,28 @@ def run(cube: str = "data/cube.zarr", preset: str = "argo_real", delay_s: float 
     elif order != "block":
         raise ValueError(f"order: 'block' or 'random', got {order!r}")
     cube_path = Path(cube).resolve()
-    combos = list(itertools.product(workers, prefetch, decode_threads))
+    combos = list(itertools.product(workers, prefetch, decode_threads, raw_cache))
     rounds_rows = []
     for _ in range(max(int(rounds), 1)):  # rounds interleaved, so a busy spell hits every configuration
         rows = []
         if "local" in sources:
-            for w, p, d in combos:
-                rows.append(measure(str(cube_path), cfg, split, w, p, d, max_samples, batch_size, None))
+            for w, p, d, c in combos:
+                rows.append(measure(str(cube_path), cfg, split, w, p, d, max_samples, batch_size, None, c))
         if "http" in sources:
             with LoopbackServer(cube_path.parent, delay_s=delay_s) as server:
                 url = f"{server.url}/{cube_path.name}"
-                for w, p, d in combos:
-                    rows.append(measure(url, cfg, split, w, p, d, max_samples, batch_size, server))
+                for w, p, d, c in combos:
+                    rows.append(measure(url, cfg, split, w, p, d, max_samples, batch_size, server, c))
         rounds_rows.append(rows)
     rows = [dict(r, samples_per_s=float(np.median([rr[k]["samples_per_s"] for rr in rounds_rows])),
                  samples_per_s_rounds=[rr[k]["samples_per_s"] for rr in rounds_rows])
             for k, r in enumerate(rounds_rows[-1])]
     ratios = {}
-    for w, p, d in combos:
-        pair = {r["source"]: r for r in rows if (r["workers"], r["prefetch_bytes"], r["decode_threads"]) == (w, p, d)}
+    for w, p, d, c in combos:
+        pair = {r["source"]: r for r in rows
+                if (r["workers"], r["prefetch_bytes"], r["decode_threads"], r["raw_cache_bytes"]) == (w, p, d, c)}
         if {"local", "http"} <= set(pair):
-            ratios[f"workers={w} prefetch={p} decode_threads={d}"] = round(
+            ratios[f"workers={w} prefetch={p} decode_threads={d} raw_cache={c}"] = round(
                 pair["http"]["samples_per_s"] / pair["local"]["samples_per_s"], 3)
     settings = {"cube": str(cube_path), "preset": preset, "delay_s": delay_s, "order": order, "split": split,
                 "batch_size": batch_size, "max_samples": max_samples, "block_size": cfg.block_size, "rounds": rounds}
@@ -113,7 +118,7 @@ def run(cube: str = "data/cube.zarr", preset: str = "argo_real", delay_s: float 
 
 
 def format_table(result: dict) -> str:
-    keys = ["source", "workers", "prefetch_bytes", "decode_threads", "samples", "samples_per_s", "chunks_decoded",
+    keys = ["source", "workers", "prefetch_bytes", "decode_threads", "raw_cache_bytes", "samples", "samples_per_s", "chunks_decoded",
             "requests_fetched", "requests", "requests_per_sample", "kb_per_sample"]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for r in result["rows"]:
@@ -135,6 +140,8 @@ def main(argv=None) -> None:
     p.add_argument("--prefetch", type=_none_or_int, nargs="+", default=[None, 0],
                    help="prefetch_bytes values (none = the default, 0 = off)")
     p.add_argument("--decode-threads", type=_none_or_int, nargs="+", default=[None])
+    p.add_argument("--raw-cache", type=_none_or_int, nargs="+", default=[None],
+                   help="raw_cache_bytes values (compressed-bytes cache; none = the default)")
     p.add_argument("--order", choices=("block", "random"), default="block")
     p.add_argument("--split", default="all")
     p.add_argument("--max-samples", type=int, default=None)
@@ -143,7 +150,7 @@ def main(argv=None) -> None:
     p.add_argument("--json", default=None, help="also write the result here")
     a = p.parse_args(argv)
     result = run(a.cube, a.preset, a.delay, tuple(a.workers), tuple(a.prefetch), tuple(a.decode_threads), a.order,
-                 a.split, a.max_samples, sources=tuple(a.sources), rounds=a.rounds)
+                 a.split, a.max_samples, sources=tuple(a.sources), rounds=a.rounds, raw_cache=tuple(a.raw_cache))
     print(json.dumps(result["settings"]))
     print(format_table(result))
     if a.json:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 
@@ -181,18 +182,18 @@ class Prefetcher:
     """One background thread that fetches the chunks of the next block while the current one is
     assembled, within a byte budget.
 
-    ``fetch(keys)`` is the reader's batched fetch (it stores what it got); ``held_bytes()`` the
-    bytes fetched ahead and not yet decoded; ``estimate(key)`` a key's expected compressed size.
-    :meth:`submit` replaces any job not yet started (the consumer has moved on); the thread sends
-    keys in batches whose estimated size fits under ``max_bytes - held_bytes()`` and waits (until
-    :meth:`wake`) when nothing fits, so in-flight plus held bytes stay within ``max_bytes``. Errors
-    are not raised here: the consumer fetches what is missing itself and sees them there.
-    The thread is a daemon started on first :meth:`submit` in the process that iterates; it never
-    crosses a pickle (the reader drops it)."""
+    ``owner`` (held weakly: the thread never keeps a reader and its caches alive, and ends once
+    the owner is gone) provides ``fetch_ahead(keys)`` (the batched fetch, storing what it got),
+    ``held_bytes()`` (fetched ahead and not yet decoded) and ``estimate(key)`` (a chunk's expected
+    compressed size). :meth:`submit` replaces any job not yet started (the consumer has moved on);
+    the thread sends keys in batches whose estimated size fits under ``max_bytes - held_bytes()``
+    and waits (until :meth:`wake`) when nothing fits, so in-flight plus held bytes stay within
+    ``max_bytes``. Errors are not raised here: the consumer fetches what is missing itself and sees
+    them there. The thread is a daemon started on first :meth:`submit` in the process that
+    iterates; it never crosses a pickle (the reader drops it)."""
 
-    def __init__(self, fetch: Callable[[list], None], held_bytes: Callable[[], int],
-                 estimate: Callable[[Hashable], int], max_bytes: int):
-        self._fetch, self._held, self._estimate = fetch, held_bytes, estimate
+    def __init__(self, owner, max_bytes: int):
+        self._owner = weakref.ref(owner)
         self.max_bytes = int(max_bytes)
         self._cond = threading.Condition()
         self._job: list | None = None
@@ -213,38 +214,49 @@ class Prefetcher:
         with self._cond:
             self._cond.notify_all()
 
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def _run(self) -> None:
         while True:
             with self._cond:
                 while self._job is None:
-                    self._cond.wait()
+                    if self._owner() is None:
+                        return
+                    self._cond.wait(timeout=0.5)
                 keys, seq, self._job = self._job, self._seq, None
             while keys:
                 batch = self._fitting(keys, seq)
-                if batch is None:  # a newer job came in
+                owner = self._owner()
+                if batch is None or owner is None:  # a newer job came in, or the reader is gone
                     break
                 try:
-                    self._fetch(batch)
+                    owner.fetch_ahead(batch)
                 except Exception as e:  # the consumer refetches and reports it
                     log.debug("prefetch failed: %s: %s", type(e).__name__, e)
                     break
+                finally:
+                    del owner
                 self.batches += 1
                 keys = keys[len(batch):]
 
     def _fitting(self, keys: list, seq: int) -> list | None:
         """The longest prefix of ``keys`` that fits the budget now (waiting until one key fits),
-        or None once a newer job replaced this one."""
+        or None once a newer job replaced this one or the owner is gone."""
         with self._cond:
             while True:
-                if self._seq != seq:
+                owner = self._owner()
+                if self._seq != seq or owner is None:
                     return None
-                room = self.max_bytes - self._held()
+                room = self.max_bytes - owner.held_bytes()
                 take, used = 0, 0
                 for key in keys:
-                    size = self._estimate(key)
+                    size = owner.estimate(key)
                     if used + size > room:
                         break
                     take, used = take + 1, used + size
+                del owner
                 if take:
                     return keys[:take]
                 self._cond.wait(timeout=0.5)

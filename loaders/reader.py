@@ -39,6 +39,7 @@ import multiprocessing.util
 import os
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -62,6 +63,7 @@ _BLOSC = Blosc()  # decodes any Blosc frame (the frame header carries its own se
 log = logging.getLogger("depthcube.loaders")
 
 _INHERITED: list = []  # zarr handles a forked process inherited (see CubeReader.root)
+_CLOSING: set = set()  # (pid, filesystem id) whose HTTP session is closed at process exit
 
 #: Defaults, chosen by measurement (README "Reading from object storage"): decode threads outside
 #: DataLoader workers, the prefetch bound and the compressed-bytes cache.
@@ -279,11 +281,6 @@ class CubeReader:
                 _INHERITED.append(io)  # a fork's: never used, never closed here (see root)
             io = self._io_state = _ProcessIO(self)
         return io
-
-    @property
-    def _fs(self):
-        """(filesystem, root path of the cube on it), per process."""
-        return self._io.fs, self._io.base
 
     def _layout(self, path: str, arr: zarr.Array) -> "DirectLayout | None":
         io = self._io
@@ -601,7 +598,7 @@ class _ProcessIO:
         self.layouts: dict = {}
         self.shard_index: dict = {}
         self.raw = ByteCache(reader.raw_cache_bytes, on_evict=self.consumed)
-        self._reader = reader
+        self._reader = weakref.ref(reader)  # the prefetch thread holds this object weakly, and it the reader
         self._lock = threading.Lock()
         self._inflight: dict = {}
         self._held: dict = {}           # fetched ahead, not yet decoded: key -> bytes
@@ -609,11 +606,13 @@ class _ProcessIO:
         self._sizes: dict = {}          # array path -> [bytes, count] of the chunks fetched
         self._pool: ThreadPoolExecutor | None = None
         self._pool_threads = 0
-        if hasattr(self.fs, "set_session"):
+        if hasattr(self.fs, "set_session") and (self.pid, id(self.fs)) not in _CLOSING:
             # fsspec's HTTP filesystem closes its aiohttp session at interpreter exit, which a
             # DataLoader worker skips (os._exit): aiohttp then prints "Unclosed client session".
-            # multiprocessing runs this finalizer before a worker process exits.
-            multiprocessing.util.Finalize(self, _close_session, args=(self.fs,), exitpriority=10)
+            # multiprocessing runs this at the exit of the process (not when this object goes:
+            # fsspec shares one filesystem instance between readers).
+            _CLOSING.add((self.pid, id(self.fs)))
+            multiprocessing.util.Finalize(None, _close_session, args=(self.fs,), exitpriority=10)
         self._prefetcher: Prefetcher | None = None
 
     def url_of(self, path: str) -> str:
@@ -678,7 +677,11 @@ class _ProcessIO:
 
     def prefetcher(self) -> Prefetcher:
         if self._prefetcher is None:
-            reader = self._reader
-            self._prefetcher = Prefetcher(lambda keys: reader.fetch(keys, ahead=True), self.held_bytes,
-                                          self.estimate, reader.prefetch_bytes)
+            self._prefetcher = Prefetcher(self, self._reader().prefetch_bytes)
         return self._prefetcher
+
+    def fetch_ahead(self, keys: list) -> None:
+        """The prefetch thread's fetch (counted against the prefetch bound)."""
+        reader = self._reader()
+        if reader is not None:
+            reader.fetch(keys, ahead=True)

@@ -35,6 +35,15 @@ Chunks. :meth:`CubeStream.window_chunks` lists the ``(array path, chunk index)``
 :meth:`CubeStream.read_window` reads for one window (``depthcube bench`` decodes exactly those for
 its "limit" entry); :func:`box_chunks` is the chunk arithmetic behind it.
 
+Fetching. Before a block's samples are assembled, every chunk its windows need (the union of
+their :meth:`CubeStream.window_chunks`) is fetched at once, the next block's chunks go in flight on
+the reader's prefetch thread (``prefetch_bytes``, 0 = off), and the block's chunks are decoded on
+the reader's decode pool (``decode_threads``; 1 inside DataLoader workers unless given), so a
+remote store (HTTP, S3: any fsspec URL with ``storage_options``) costs about one round trip per
+block, hidden behind the previous block's assembly (:class:`loaders.reader.CubeReader`). None of
+this changes a sample. A store that stays down is a :class:`SampleError` naming the chunk's URL
+after the reader's retries; a stalled one is caught by the DataLoader's ``timeout=``.
+
 Workers. The stream pickles only small arrays, the cube URL and the epoch tensor; each worker
 opens the store lazily, so fork, forkserver and spawn all work.
 
@@ -92,7 +101,8 @@ class CubeStream(IterableDataset):
     """The samples of one split of a cube as a torch ``IterableDataset`` (order, sharding, epochs
     and resume: see the module docstring). ``rank``/``world_size`` default to the
     ``torch.distributed`` process group; ``drop_last=True`` cuts the ranks to equal size instead
-    of padding them."""
+    of padding them. ``cache_bytes``, ``raw_cache_bytes``, ``prefetch_bytes``, ``decode_threads``
+    and ``storage_options`` go to the :class:`loaders.reader.CubeReader` (None = its defaults)."""
 
     def __init__(self, cube: str, config: DatasetConfig | None = None, split: str = "train", *,
                  shuffle: bool = True, rank: int | None = None, world_size: int | None = None,

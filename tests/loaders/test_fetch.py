@@ -151,32 +151,64 @@ def test_reader_pickles_with_url_and_settings_only_after_threads_started(tiny_cu
     assert "_io_state" not in clone.__dict__ and not clone._cache
 
 
-def test_prefetch_keeps_in_flight_plus_held_bytes_within_its_bound():
-    """A fake fetch of 100-byte chunks: the thread never has more than the bound fetched ahead
-    and undecoded plus in flight, and goes on once the consumer decodes."""
-    held, peak, lock = {}, [0], threading.Lock()
+class FakeOwner:
+    """What a Prefetcher needs from its reader: 100-byte chunks, a fetch that takes 10 ms."""
 
-    def fetch(keys):
-        with lock:
-            peak[0] = max(peak[0], sum(held.values()) + 100 * len(keys))
+    def __init__(self):
+        self.held, self.peak, self.lock = {}, 0, threading.Lock()
+
+    def fetch_ahead(self, keys):
+        with self.lock:
+            self.peak = max(self.peak, self.held_bytes() + 100 * len(keys))
         time.sleep(0.01)
-        with lock:
-            held.update(dict.fromkeys(keys, 100))
+        with self.lock:
+            self.held.update(dict.fromkeys(keys, 100))
 
-    pre = Prefetcher(fetch, lambda: sum(held.values()), lambda key: 100, max_bytes=350)
+    def held_bytes(self):
+        return sum(self.held.values())
+
+    def estimate(self, key):
+        return 100
+
+
+def test_prefetch_keeps_in_flight_plus_held_bytes_within_its_bound():
+    """The thread never has more than the bound fetched ahead and undecoded plus in flight, and
+    goes on once the consumer decodes."""
+    owner = FakeOwner()
+    pre = Prefetcher(owner, max_bytes=350)
     pre.submit(list(range(10)))
     deadline = time.time() + 5
-    while len(held) < 3 and time.time() < deadline:
+    while len(owner.held) < 3 and time.time() < deadline:
         time.sleep(0.01)
     time.sleep(0.1)
-    assert len(held) == 3                                   # 3 x 100 fit under 350, a 4th does not
-    with lock:
-        for k in list(held)[:2]:
-            held[k] = 0                                       # decoded
+    assert len(owner.held) == 3                              # 3 x 100 fit under 350, a 4th does not
+    with owner.lock:
+        for k in list(owner.held)[:2]:
+            owner.held[k] = 0                                 # decoded
     pre.wake()
-    while len([v for v in held.values() if v]) < 3 and time.time() < deadline:
+    while len(owner.held) < 5 and time.time() < deadline:
         time.sleep(0.01)
-    assert len(held) == 5 and peak[0] <= 350
+    time.sleep(0.1)
+    assert len(owner.held) == 5 and owner.peak <= 350
+
+
+def test_a_dropped_reader_is_collected_and_its_prefetch_thread_ends(tiny_cube):
+    import gc
+    import weakref
+
+    cfg = load_dataset_config(CONFIGS, "argo_real")
+    stream = CubeStream(str(tiny_cube), cfg, split="all", prefetch_bytes=2**20)
+    epoch(stream)
+    prefetcher = stream.reader._io.prefetcher()
+    assert prefetcher.alive
+    gone = weakref.ref(stream.reader)
+    del stream
+    gc.collect()
+    assert gone() is None                                     # caches freed with the reader
+    deadline = time.time() + 5
+    while prefetcher.alive and time.time() < deadline:
+        time.sleep(0.05)
+    assert not prefetcher.alive
 
 
 def test_byte_cache_is_bounded_and_reports_evictions():
@@ -276,6 +308,25 @@ def test_http_epoch_equals_local_and_never_refetches_a_cached_chunk(tiny_cube):
     assert requests == remote.reader.requests
 
 
+def test_a_stream_that_goes_away_leaves_the_shared_http_filesystem_usable(tiny_cube):
+    """fsspec shares one HTTP filesystem (and its session) between readers: dropping one reader
+    must not close it for the next."""
+    import gc
+
+    cfg = load_dataset_config(CONFIGS, "ostia_tracks")
+    server = served(tiny_cube)
+    try:
+        url = f"{server.url}/{tiny_cube.name}"
+        first = CubeStream(url, cfg, split="all")
+        next(iter(first))
+        del first
+        gc.collect()
+        second = CubeStream(url, cfg, split="all")
+        assert len(epoch(second)) == len(second)
+    finally:
+        server.stop()
+
+
 def test_random_order_fetches_each_chunk_once_from_the_compressed_cache(tiny_cube):
     """Blocks of one window in shuffled order with a decoded cache of one chunk: every read
     decodes again, but from the compressed bytes kept, so nothing is fetched twice."""
@@ -338,3 +389,25 @@ def test_a_stalled_server_does_not_block_the_dataloader_past_its_timeout(tiny_cu
         assert time.monotonic() - t0 < 2 + 15
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("context", ["fork", "forkserver", "spawn"])
+def test_two_workers_over_http_each_with_their_own_prefetch_give_the_local_samples(tiny_cube, context):
+    """Each worker opens the store, its filesystem and its prefetch thread itself (nothing
+    thread- or loop-related is pickled or inherited), and the epoch is the local one."""
+    cfg = load_dataset_config(CONFIGS, "argo_real")
+    server = served(tiny_cube, delay_s=0.002)
+    try:
+        remote = CubeStream(f"{server.url}/{tiny_cube.name}", cfg, split="all", prefetch_bytes=2**20)
+        epoch(remote)  # the main process's threads and sessions exist before the workers start
+        remote.set_epoch(0)
+        got = list(DataLoader(remote, batch_size=None, num_workers=2, multiprocessing_context=context))
+    finally:
+        server.stop()
+    local = CubeStream(str(tiny_cube), cfg, split="all")
+    expected = {s["info"]["index"]: s for s in epoch(local)}
+    assert sorted(s["info"]["index"] for s in got) == sorted(expected)
+    for s in got:
+        for k in s:
+            if k != "info":
+                assert torch.equal(s[k], expected[s["info"]["index"]][k]), k
