@@ -51,17 +51,18 @@ def measure(url: str, cfg, split: str, workers: int, prefetch_bytes: int | None,
     loader = DataLoader(stream, batch_size=batch_size, num_workers=workers, **kwargs)
     if server is not None:
         server.reset_stats()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     n = 0
     for batch in loader:
         n += len(batch["y"])
         if max_samples and n >= max_samples:
             break
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     row = {"source": "http" if server else "local", "workers": workers, "prefetch_bytes": prefetch_bytes,
            "decode_threads": decode_threads, "raw_cache_bytes": raw_cache_bytes, "samples": n, "seconds": round(seconds, 3),
            "samples_per_s": round(n / seconds, 2)}
-    if workers == 0:
+    if workers == 0:  # CPU time of this process (all its threads; the server's too for HTTP)
+        row["cpu_ms_per_sample"] = round(1e3 * cpu / max(n, 1), 2)
         row["chunks_decoded"] = stream.reader.chunks_decoded
         row["requests_fetched"] = getattr(stream.reader, "requests", None)
     if server is not None:
@@ -102,9 +103,7 @@ def run(cube: str = "data/cube.zarr", preset: str = "argo_real", delay_s: float 
                 for w, p, d, c in combos:
                     rows.append(measure(url, cfg, split, w, p, d, max_samples, batch_size, server, c))
         rounds_rows.append(rows)
-    rows = [dict(r, samples_per_s=float(np.median([rr[k]["samples_per_s"] for rr in rounds_rows])),
-                 samples_per_s_rounds=[rr[k]["samples_per_s"] for rr in rounds_rows])
-            for k, r in enumerate(rounds_rows[-1])]
+    rows = [_median_row([rr[k] for rr in rounds_rows]) for k in range(len(rounds_rows[-1]))]
     ratios = {}
     for w, p, d, c in combos:
         pair = {r["source"]: r for r in rows
@@ -117,8 +116,18 @@ def run(cube: str = "data/cube.zarr", preset: str = "argo_real", delay_s: float 
     return {"settings": settings, "rows": rows, "ratios": ratios}
 
 
+def _median_row(rounds: list[dict]) -> dict:
+    """The last round's row with samples/s (and CPU ms per sample) the median over the rounds."""
+    row = dict(rounds[-1], samples_per_s_rounds=[r["samples_per_s"] for r in rounds])
+    row["samples_per_s"] = float(np.median(row["samples_per_s_rounds"]))
+    if "cpu_ms_per_sample" in row:
+        row["cpu_ms_per_sample"] = float(np.median([r["cpu_ms_per_sample"] for r in rounds]))
+    return row
+
+
 def format_table(result: dict) -> str:
-    keys = ["source", "workers", "prefetch_bytes", "decode_threads", "raw_cache_bytes", "samples", "samples_per_s", "chunks_decoded",
+    keys = ["source", "workers", "prefetch_bytes", "decode_threads", "raw_cache_bytes", "samples", "samples_per_s",
+            "cpu_ms_per_sample", "chunks_decoded",
             "requests_fetched", "requests", "requests_per_sample", "kb_per_sample"]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for r in result["rows"]:

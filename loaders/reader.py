@@ -124,7 +124,7 @@ class CubeReader:
         self._cached = 0
         self._arrays: dict = {}
         self.chunks_decoded = 0
-        self.requests = 0        # reads sent by the direct path (objects, ranges, shard indexes; retries too)
+        self.requests = 0        # reads the direct path sent (objects, ranges, shard indexes; retries not counted)
         self.bytes_fetched = 0
 
     def __getstate__(self):
@@ -309,9 +309,12 @@ class CubeReader:
             self._fetch_now([k for k in keys if k not in io.raw and self._layout(k[0], self.array(k[0]))
                              and k not in self._cache], False)
 
-    def _fetch_now(self, keys: list, ahead: bool) -> None:
+    def _fetch_now(self, keys: list, ahead: bool) -> dict:
+        """Fetch ``keys`` now (no in-flight check), store them, and return them: key -> bytes, or
+        None for a chunk never written (the caller must not read "evicted" as "never written")."""
+        got: dict = {}
         if not keys:
-            return
+            return got
         io = self._io
         sharded = [k for k in keys if self._layout(k[0], self.array(k[0])).shards is not None]
         self._load_shard_indexes({(p, self._layout(p, self.array(p)).shard_of(c)) for p, c in sharded})
@@ -319,18 +322,21 @@ class CubeReader:
         for key in keys:
             request = self._request(*key)
             if request is None:  # inside a missing shard, or an empty inner chunk: the fill value
-                io.store(key, None, ahead)
+                got[key] = None
             else:
                 requests.append(request)
                 targets.append(key)
-        for key, data in zip(targets, self._get(requests)):
+        got.update(zip(targets, self._get(requests)))
+        for key, data in got.items():
             io.store(key, data, ahead)
+        return got
 
     def _get(self, requests: list) -> list:
         io = self._io
-        self.requests += len(requests)
         got = fetch_batch(io.fs, requests, retries=self.retries, backoff_s=self.backoff_s, url_of=io.url_of)
-        self.bytes_fetched += sum(len(d) for d in got if d is not None)
+        with io.counting:  # the prefetch thread counts too
+            self.requests += len(requests)
+            self.bytes_fetched += sum(len(d) for d in got if d is not None)
         return got
 
     def _request(self, path: str, cidx: tuple):
@@ -420,9 +426,8 @@ class CubeReader:
             return None
         io, key = self._io, (path, cidx)
         data = io.raw.get(key, default=_ABSENT)
-        if data is _ABSENT:
-            self.fetch([key])
-            data = io.raw.get(key, default=None)
+        if data is _ABSENT:  # not fetched yet, or evicted from the compressed-bytes cache
+            data = self._fetch_now([key], ahead=False)[key]
         io.consumed(key)
         shape = tuple(min(c, n - o) for c, n, o in zip(arr.chunks, arr.shape, origin))
         if data is None:
@@ -600,6 +605,7 @@ class _ProcessIO:
         self.raw = ByteCache(reader.raw_cache_bytes, on_evict=self.consumed)
         self._reader = weakref.ref(reader)  # the prefetch thread holds this object weakly, and it the reader
         self._lock = threading.Lock()
+        self.counting = threading.Lock()
         self._inflight: dict = {}
         self._held: dict = {}           # fetched ahead, not yet decoded: key -> bytes
         self._held_bytes = 0

@@ -142,6 +142,14 @@ def test_prefetch_and_parallel_decode_do_not_change_samples(tiny_cube, preset):
     assert fast.reader._io.prefetcher().batches > 0       # the prefetch thread did fetch ahead
 
 
+@pytest.mark.parametrize("raw_cache_bytes", [0, 1000])
+def test_a_compressed_cache_smaller_than_a_chunk_still_gives_the_right_samples(tiny_cube, raw_cache_bytes):
+    """Bytes evicted as soon as they arrive are fetched again, never read as a chunk never written."""
+    cfg = load_dataset_config(CONFIGS, "argo_real")
+    plain = epoch(CubeStream(str(tiny_cube), cfg, split="all"))
+    assert_same_samples(plain, epoch(CubeStream(str(tiny_cube), cfg, split="all", raw_cache_bytes=raw_cache_bytes)))
+
+
 def test_reader_pickles_with_url_and_settings_only_after_threads_started(tiny_cube):
     cfg = load_dataset_config(CONFIGS, "argo_real")
     stream = CubeStream(str(tiny_cube), cfg, split="all", prefetch_bytes=2**20, decode_threads=2)
