@@ -139,7 +139,10 @@ def test_prefetch_and_parallel_decode_do_not_change_samples(tiny_cube, preset):
     plain = epoch(CubeStream(str(tiny_cube), cfg, split="all", prefetch_bytes=0, decode_threads=1))
     fast = CubeStream(str(tiny_cube), cfg, split="all", prefetch_bytes=64 * 2**20, decode_threads=3)
     assert_same_samples(plain, epoch(fast))
-    assert fast.reader._io.prefetcher().batches > 0       # the prefetch thread did fetch ahead
+    prefetcher, deadline = fast.reader._io.prefetcher(), time.time() + 5
+    while not prefetcher.batches and time.time() < deadline:  # the thread runs on its own schedule
+        time.sleep(0.01)
+    assert prefetcher.batches > 0                               # the prefetch thread did fetch ahead
 
 
 @pytest.mark.parametrize("raw_cache_bytes", [0, 1000])
