@@ -7,7 +7,8 @@ served over loopback HTTP with latency added (issue 15), with requests and bytes
 line prints them as a table. Each configuration is a fresh ``CubeStream`` through a plain torch
 ``DataLoader`` (batch 8) over one epoch of the split (or its first ``max_samples`` windows);
 requests and bytes are what :class:`bench.serve.LoopbackServer` answered while the loader ran,
-metadata reads of the worker processes included. Not a timed test: numbers only.
+metadata reads of the worker processes included; memory is the peak RSS of this process and the
+peak USS of a worker (:class:`bench.suite.RssSampler`). Not a timed test: numbers only.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from bench.serve import LoopbackServer
+from bench.suite import RssSampler
 from loaders import CubeStream, load_dataset_config
 
 
@@ -51,16 +53,20 @@ def measure(url: str, cfg, split: str, workers: int, prefetch_bytes: int | None,
     loader = DataLoader(stream, batch_size=batch_size, num_workers=workers, **kwargs)
     if server is not None:
         server.reset_stats()
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    n = 0
-    for batch in loader:
-        n += len(batch["y"])
-        if max_samples and n >= max_samples:
-            break
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    with RssSampler(children=workers > 0) as rss:
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        n = 0
+        it = iter(loader)
+        for batch in it:
+            n += len(batch["y"])
+            if max_samples and n >= max_samples:
+                break
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        del it  # the workers stop inside the sampling window
     row = {"source": "http" if server else "local", "workers": workers, "prefetch_bytes": prefetch_bytes,
            "decode_threads": decode_threads, "raw_cache_bytes": raw_cache_bytes, "samples": n, "seconds": round(seconds, 3),
-           "samples_per_s": round(n / seconds, 2)}
+           "samples_per_s": round(n / seconds, 2),
+           **{k: round(v, 1) for k, v in rss.report().items()}}
     if workers == 0:  # CPU time of this process (all its threads; the server's too for HTTP)
         row["cpu_ms_per_sample"] = round(1e3 * cpu / max(n, 1), 2)
         row["chunks_decoded"] = stream.reader.chunks_decoded
@@ -128,7 +134,8 @@ def _median_row(rounds: list[dict]) -> dict:
 def format_table(result: dict) -> str:
     keys = ["source", "workers", "prefetch_bytes", "decode_threads", "raw_cache_bytes", "samples", "samples_per_s",
             "cpu_ms_per_sample", "chunks_decoded",
-            "requests_fetched", "requests", "requests_per_sample", "kb_per_sample"]
+            "requests_fetched", "requests", "requests_per_sample", "kb_per_sample", "rss_main_peak_mb",
+            "uss_worker_peak_mb"]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for r in result["rows"]:
         lines.append("| " + " | ".join("" if r.get(k) is None else str(r[k]) for k in keys) + " |")
