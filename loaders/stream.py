@@ -36,6 +36,15 @@ Chunks. :meth:`CubeStream.window_chunks` lists the ``(array path, chunk index)``
 its "limit" entry); :func:`box_chunks` and :func:`table_chunk_keys` are the chunk arithmetic
 behind it.
 
+Fetching. Before a block's samples are assembled, every chunk its windows need (the union of
+their :meth:`CubeStream.window_chunks`) is fetched at once, the next block's chunks go in flight on
+the reader's prefetch thread (``prefetch_bytes``, 0 = off), and the block's chunks are decoded on
+the reader's decode pool (``decode_threads``; 1 inside DataLoader workers unless given), so a
+remote store (HTTP, S3: any fsspec URL with ``storage_options``) costs about one round trip per
+block, hidden behind the previous block's assembly (:class:`loaders.reader.CubeReader`). None of
+this changes a sample. A store that stays down is a :class:`SampleError` naming the chunk's URL
+after the reader's retries; a stalled one is caught by the DataLoader's ``timeout=``.
+
 Workers. The stream pickles only small arrays, the cube URL and the epoch tensor; each worker
 opens the store lazily, so fork, forkserver and spawn all work.
 
@@ -105,17 +114,22 @@ class CubeStream(IterableDataset):
     """The samples of one split of a cube as a torch ``IterableDataset`` (order, sharding, epochs
     and resume: see the module docstring). ``rank``/``world_size`` default to the
     ``torch.distributed`` process group; ``drop_last=True`` cuts the ranks to equal size instead
-    of padding them."""
+    of padding them. ``cache_bytes``, ``raw_cache_bytes``, ``prefetch_bytes``, ``decode_threads``
+    and ``storage_options`` go to the :class:`loaders.reader.CubeReader` (None = its defaults)."""
 
     def __init__(self, cube: str, config: DatasetConfig | None = None, split: str = "train", *,
                  shuffle: bool = True, rank: int | None = None, world_size: int | None = None,
-                 drop_last: bool = False, cache_bytes: int = 256 * 2**20, storage_options: dict | None = None):
+                 drop_last: bool = False, cache_bytes: int = 256 * 2**20, storage_options: dict | None = None,
+                 prefetch_bytes: int | None = None, decode_threads: int | None = None,
+                 raw_cache_bytes: int | None = None):
         super().__init__()
         self.config = config or DatasetConfig()
         self.split = split
         self.shuffle = shuffle
         self.drop_last = drop_last
-        self.reader = CubeReader(cube, cache_bytes=cache_bytes, storage_options=storage_options)
+        self.reader = CubeReader(cube, cache_bytes=cache_bytes, storage_options=storage_options,
+                                 prefetch_bytes=prefetch_bytes, decode_threads=decode_threads,
+                                 raw_cache_bytes=raw_cache_bytes)
         n_days = len(self.reader.days)
         if n_days < self.config.window:
             raise ConfigError(f"window_days: a window of {self.config.window} days is longer than the "
@@ -242,11 +256,40 @@ class CubeStream(IterableDataset):
             start = int(resume["consumed"].get(shard, 0))
         indices = self.shard_indices(epoch, rank, world, worker, workers)
         progress = self._pass = {"epoch": epoch, "shard": shard, "position": start, "num_workers": num_workers}
-        for position in range(start, len(indices)):
-            sample = self._sample_or_skip(int(indices[position]), epoch, shard, position)
-            progress["position"] = position + 1  # before the yield: a snapshot taken now counts it
-            if sample is not None:
-                yield sample
+        for positions in self._prepared_blocks(indices, start):
+            for position in positions:
+                sample = self._sample_or_skip(int(indices[position]), epoch, shard, position)
+                progress["position"] = position + 1  # before the yield: a snapshot taken now counts it
+                if sample is not None:
+                    yield sample
+
+    def _prepared_blocks(self, indices: np.ndarray, start: int):
+        """The positions ``start..`` of a shard in blocks of ``block_size``, each yielded once its
+        chunks are in: all the chunks its windows need (:meth:`window_chunks`) fetched at once,
+        the next block's set in flight on the prefetch thread, then this block's decoded on the
+        decode pool (:meth:`CubeReader.load`). A failure here is not raised: the windows then read
+        their chunks one by one and report it as their own :class:`SampleError`."""
+        b, n = self.config.block_size, len(indices)
+        blocks = [range(max(lo, start), min(lo + b, n)) for lo in range(start - start % b, n, b)]
+        chunks = self._block_chunks(indices, blocks[0]) if blocks else []
+        for k, positions in enumerate(blocks):
+            current = chunks
+            try:
+                self.reader.fetch(current)
+                chunks = self._block_chunks(indices, blocks[k + 1]) if k + 1 < len(blocks) else []
+                self.reader.prefetch(chunks)
+                self.reader.load(current)
+            except Exception as e:
+                log.debug("block fetch failed (the windows retry one by one): %s: %s", type(e).__name__, e)
+                chunks = self._block_chunks(indices, blocks[k + 1]) if k + 1 < len(blocks) else []
+            yield positions
+
+    def _block_chunks(self, indices: np.ndarray, positions: range) -> list:
+        """The chunks the windows at ``positions`` need, each once."""
+        keys: dict = {}
+        for position in positions:
+            keys.update(dict.fromkeys(self.window_chunks(int(indices[position]))))
+        return list(keys)
 
     def _sample_or_skip(self, index: int, epoch: int, shard: int, position: int):
         try:
