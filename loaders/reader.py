@@ -216,20 +216,30 @@ class CubeReader:
 
     # -- chunked reads ---------------------------------------------------------------------------
     def read(self, path: str, time: slice | None, rows: slice, cols: np.ndarray | slice,
-             sum_time: bool = False, north_up: bool = False) -> np.ndarray:
+             sum_time: bool = False, north_up: bool = False, out: np.ndarray | None = None) -> np.ndarray:
         """``path[time, ..., rows, cols]`` assembled from cached chunks (cols may wrap: an index array).
 
         ``sum_time=True`` returns the sum over the time slice instead, summed chunk by chunk
         without materialising the window (the profile count/sum windows of the ``argo`` mode).
         ``north_up=True`` returns the rows reversed (row 0 = north), written that way during the
-        copy out of the cache, so samples need no second flipping copy.
+        copy out of the cache, so samples need no second flipping copy. ``out`` (an array of the
+        result's shape and dtype, e.g. one slot of a stacked window) is written and returned
+        instead of a new array, so stacking needs no second copy.
         """
         arr = self.array(path)
         if isinstance(cols, slice):
-            return self._read_box(path, arr, time, rows, cols, sum_time, north_up)
-        # A dateline-wrapping tile: read the contiguous runs and join them.
-        return np.concatenate([self._read_box(path, arr, time, rows, run, sum_time, north_up)
-                               for run in column_runs(cols)], axis=-1)
+            return self._read_box(path, arr, time, rows, cols, sum_time, north_up, out)
+        # A dateline-wrapping tile: read the contiguous runs side by side.
+        runs = column_runs(cols)
+        if out is None:
+            return np.concatenate([self._read_box(path, arr, time, rows, run, sum_time, north_up)
+                                   for run in runs], axis=-1)
+        at = 0
+        for run in runs:
+            width = run.stop - run.start
+            self._read_box(path, arr, time, rows, run, sum_time, north_up, out[..., at:at + width])
+            at += width
+        return out
 
     def array(self, path: str) -> zarr.Array:
         """The zarr array at ``path`` (looked up once per process; warns once if it has no checksum)."""
@@ -473,13 +483,21 @@ class CubeReader:
         full = np.frombuffer(_BLOSC.decode(data), dtype=layout.dtype).reshape(arr.chunks)
         return full[tuple(slice(0, s) for s in shape)]
 
-    def _read_box(self, path, arr, time, rows, cols, sum_time: bool = False, north_up: bool = False) -> np.ndarray:
+    def _read_box(self, path, arr, time, rows, cols, sum_time: bool = False, north_up: bool = False,
+                  result: np.ndarray | None = None) -> np.ndarray:
         lead = [time] if time is not None else []
         sel = lead + [slice(None)] * (arr.ndim - 2 - len(lead)) + [rows, cols]
         starts = [s.start or 0 for s in sel]
         stops = [arr.shape[d] if s.stop is None else s.stop for d, s in enumerate(sel)]
         shape = [b - a for a, b in zip(starts, stops)]
-        result = np.zeros(shape[1:], dtype=arr.dtype) if sum_time else np.empty(shape, dtype=arr.dtype)
+        if result is None:
+            result = np.zeros(shape[1:], dtype=arr.dtype) if sum_time else np.empty(shape, dtype=arr.dtype)
+        else:
+            expected = tuple(shape[1:] if sum_time else shape)
+            if result.shape != expected or result.dtype != arr.dtype:
+                raise ValueError(f"{path}: out has shape {result.shape} {result.dtype}, the read is {expected} {arr.dtype}")
+            if sum_time:
+                result[...] = 0
         out = result[..., ::-1, :] if north_up else result  # a reversed view: the copy flips
         chunk_ranges = [range(a // c, (b - 1) // c + 1) for a, b, c in zip(starts, stops, arr.chunks)]
         for idx in np.ndindex(*[len(r) for r in chunk_ranges]):

@@ -319,8 +319,11 @@ class CubeStream(IterableDataset):
         """The cube arrays one window needs (cube orientation, or rows reversed with ``north_up``)."""
         r = self.reader
         used, counts = self._snapshots(w)
-        glorys = np.stack([r.read("glorys/thetao", slice(int(s), int(s) + 1), w.rows, w.cols, north_up=north_up)[0]
-                           for s in used])
+        thetao = r.array("glorys/thetao")
+        width = len(w.cols) if isinstance(w.cols, np.ndarray) else w.cols.stop - w.cols.start
+        glorys = np.empty((len(used), thetao.shape[1], w.rows.stop - w.rows.start, width), thetao.dtype)
+        for slot, s in zip(glorys, used):  # each snapshot read straight into its slot (no stacking copy)
+            r.read("glorys/thetao", slice(int(s), int(s) + 1), w.rows, w.cols, north_up=north_up, out=slot[None])
         count = total = None
         if self.config.x.source == "argo":
             count, total = r.profile_sums(w.time, w.rows, w.cols, north_up=north_up)

@@ -162,3 +162,28 @@ def test_a_v1_cube_is_refused_in_one_line_saying_rebuild(tiny_cube, tmp_path):
         message = str(err.value)
         assert "\n" not in message and message.startswith(f"{url}: built with contract v1")
         assert "depthcube build --rebuild" in message
+
+
+def test_wrapping_window_reads_into_a_given_slot_equal_plain_zarr(global_cube):
+    """``CubeReader.read(..., out=)`` (how the stream stacks GLORYS snapshots without a second copy)
+    gives plain zarr's values for a tile across the dateline, rows north-up, and the stream's
+    stacked snapshots are those values."""
+    reader = CubeReader(global_cube)
+    root = zarr.open_group(global_cube, mode="r")
+    cols, rows = np.r_[40:48, 0:8], slice(0, 16)
+    want = root["glorys/thetao"][1:2][:, :, rows][..., cols][:, :, ::-1]
+    slot = np.full(want.shape, np.nan, np.float32)
+    got = reader.read("glorys/thetao", slice(1, 2), rows, cols, north_up=True, out=slot)
+    assert got is slot
+    np.testing.assert_array_equal(slot, want)
+    np.testing.assert_array_equal(reader.read("glorys/thetao", slice(1, 2), rows, cols, north_up=True), want)
+    with pytest.raises(ValueError, match="out has shape"):
+        reader.read("glorys/thetao", slice(1, 3), rows, cols, out=slot)
+
+    stream = CubeStream(global_cube, DatasetConfig(window_days=3, x=XConfig(source="argo"), seed=7), split="all")
+    w = next(w for w in stream.windows if isinstance(w.cols, np.ndarray) and w.cols[0] > w.cols[-1])
+    win = stream.read_window(w, north_up=True)
+    used, _ = stream._snapshots(w)
+    for slot, s in zip(win.glorys, used):
+        expected = root["glorys/thetao"][int(s)][:, w.rows][..., w.cols][:, ::-1]
+        np.testing.assert_array_equal(slot, expected)
