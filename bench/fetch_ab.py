@@ -5,7 +5,8 @@ measurement, shared with the latency bench of ``depthcube bench``).
     .venv/bin/python -m bench.fetch_ab --cube data/cube.zarr --latency-ms 20 --workers 0 2 --rounds 3
 
 Prints the settings as JSON, then a Markdown table (a row per source and configuration) and the
-remote / local ratios. Not a timed test: numbers only.
+remote / local ratios. Threads are pinned as in ``depthcube bench`` (one intra-op thread per
+process). Not a timed test: numbers only.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 from pathlib import Path
 
 from bench.remote import compare, format_table
+from bench.suite import pin_threads
 
 
 def _none_or_int(text: str) -> int | None:
@@ -42,6 +44,7 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=1, help="repeats, interleaved; samples/s is the median")
     p.add_argument("--json", default=None, help="also write the result here")
     a = p.parse_args(argv)
+    pin_threads()  # one intra-op thread per process, as in depthcube bench
     result = compare(a.cube, a.preset, a.latency_ms, a.workers, a.prefetch, a.decode_threads, a.raw_cache, a.cache, a.order,
                      a.max_samples, a.batch_size, sources=a.sources, rounds=a.rounds, echo=lambda line: None)
     print(json.dumps(result["settings"]))

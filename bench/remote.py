@@ -126,8 +126,9 @@ def bench_raw_reads(url: str, cfg, budget_s: float, max_windows: int | None) -> 
 
 
 def measure_configs(server, urls: dict[str, str], configs: dict, rounds: int = 1, echo=print) -> dict:
-    """Every configuration at every source, ``rounds`` times interleaved (a busy spell of the box
-    hits every configuration alike).
+    """Every configuration at every source, ``rounds`` times interleaved: each configuration at
+    every source back to back, so a busy spell of the box hits its local and remote entries alike
+    (the ratios), and each round over every configuration.
 
     ``urls``: source (``local``, ``remote``) -> the cube's URL there (``remote`` is ``server``'s);
     ``configs``: name -> ``run(url)`` returning one entry. Returns ``{source}_{name}`` -> entry, a
@@ -136,8 +137,8 @@ def measure_configs(server, urls: dict[str, str], configs: dict, rounds: int = 1
     per_round = []
     for k in range(max(int(rounds), 1)):
         entries = {}
-        for where, url in urls.items():
-            for name, run in configs.items():
+        for name, run in configs.items():
+            for where, url in urls.items():
                 echo(f"  {where}_{name}{f' (round {k + 1})' if rounds > 1 else ''} ...")
                 entries[f"{where}_{name}"] = _counted(server, where, lambda: run(url))
         per_round.append(entries)
@@ -230,7 +231,7 @@ def compare(cube: str, preset: str = "argo_real", latency_ms: float = 20.0, work
 
 
 TABLE_KEYS = ("samples", "samples_per_s", "cpu_ms_per_sample", "chunks_decoded", "requests_fetched", "requests",
-              "requests_per_sample", "bytes_per_sample", "rss_main_peak_mb", "uss_worker_peak_mb")
+              "requests_per_sample", "kb_per_sample", "rss_main_peak_mb", "uss_worker_peak_mb")
 
 
 def format_table(result: dict) -> str:
@@ -239,7 +240,8 @@ def format_table(result: dict) -> str:
     lines = ["| source | " + " | ".join(option_keys + TABLE_KEYS) + " |", "|" + "---|" * (1 + len(option_keys + TABLE_KEYS))]
     for name, r in result["loaders"].items():
         cells = [name.split("_", 1)[0]] + [_cell(r["options"].get(k)) for k in option_keys]
-        cells += [r["error"]] if "error" in r else [_cell(r.get(k)) for k in TABLE_KEYS]
+        row = dict(r, kb_per_sample=r["bytes_per_sample"] / 1e3) if "bytes_per_sample" in r else r
+        cells += [r["error"]] if "error" in r else [_cell(row.get(k)) for k in TABLE_KEYS]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [f"remote / local, {name.removesuffix('_remote_vs_local')}: {v:.3f}" for name, v in result["ratios"].items()]
     return "\n".join(lines)

@@ -69,7 +69,7 @@ def test_measure_configs_interleaves_the_rounds_and_counts_remote_entries_only()
     entries = measure_configs(server, {"local": "L", "remote": "R"},
                               {"a": config("a", [1.0, 5.0, 3.0, 9.0, 7.0, 8.0]), "b": config("b", [2.0] * 6)},
                               rounds=3, echo=lambda line: None)
-    assert calls == [("L", "a"), ("L", "b"), ("R", "a"), ("R", "b")] * 3
+    assert calls == [("L", "a"), ("R", "a"), ("L", "b"), ("R", "b")] * 3  # each configuration's pair back to back
     assert entries["local_a"]["samples_per_s_rounds"] == [1.0, 3.0, 7.0] and entries["local_a"]["samples_per_s"] == 3.0
     assert entries["remote_a"]["samples_per_s_rounds"] == [5.0, 9.0, 8.0] and entries["remote_a"]["samples_per_s"] == 8.0
     assert "requests" not in entries["local_b"]
