@@ -15,7 +15,8 @@ the end. For each window order it measures, locally and remotely:
 Orders: ``sorted`` is the stream's own epoch order (blocks of ``block_size`` consecutive windows,
 block-shuffled: the default); ``random`` is the same stream with ``block_size=1`` (every window
 shuffled on its own, the order that defeats chunk caches). Remote entries add ``requests`` and
-``bytes`` fetched (the server's counts over that run, worker start-up included) per sample.
+``bytes`` fetched (the server's counts over that run, worker start-up included) per sample; each
+order has ``distinct_chunks_per_sample``, the issue's bound on requests per sample.
 Every entry has the loader keys of the rest of the bench (samples/s, peak RSS, the largest
 worker's USS). ``ratios`` divide each remote samples/s by the same entry's local one.
 
@@ -157,6 +158,15 @@ def median_entry(rounds: list[dict]) -> dict:
     return out
 
 
+def distinct_chunks_per_sample(stream) -> float:
+    """Issue 15's bound on requests per sample: the distinct chunks of each block of the stream's
+    epoch-0 order (:meth:`CubeStream.window_chunks`), summed over the blocks, per window."""
+    order, size = stream.epoch_order(0), stream.config.block_size
+    blocks = [order[k:k + size] for k in range(0, len(order), size)]
+    distinct = sum(len({c for i in block for c in stream.window_chunks(int(i))}) for block in blocks)
+    return distinct / max(len(order), 1)
+
+
 def bench_remote(cube: str, settings, dataset_config: str, latency_ms: float, echo=print) -> dict:
     """Every entry of the latency bench (see the module docstring); the server lives for this call."""
     from .serve import LoopbackServer
@@ -173,7 +183,9 @@ def bench_remote(cube: str, settings, dataset_config: str, latency_ms: float, ec
                        for workers in settings.workers for suffix, extra in stream_variants().items()}
             configs["raw_reads"] = lambda url, ocfg=ocfg: bench_raw_reads(url, ocfg, budget, limit)
             echo(f"  {order} order:")
-            out["orders"][order] = {"block_size": ocfg.block_size, "loaders": measure_configs(server, urls, configs, echo=echo)}
+            bound = distinct_chunks_per_sample(CubeStream(urls["local"], ocfg, "all", shuffle=True))
+            out["orders"][order] = {"block_size": ocfg.block_size, "distinct_chunks_per_sample": bound,
+                                    "loaders": measure_configs(server, urls, configs, echo=echo)}
         # insitubatch last: its residency (GBs of whole fields) would stay in this process's RSS
         # and inflate the peak RSS of every depthcube entry measured after it.
         for order, o in out["orders"].items():
@@ -284,6 +296,9 @@ def format_remote(remote: dict) -> list[str]:
              f"{'order':7s} {'entry':30s} {'samples':>7s} {'samples/s':>10s} {'req/sample':>10s} {'kB/sample':>10s} "
              f"{'RSS MB':>7s} {'wrk USS MB':>10s} {'remote/local':>12s}"]
     for order, o in remote["orders"].items():
+        if "distinct_chunks_per_sample" in o:
+            lines.append(f"{order:7s} distinct chunks per block / block size (block {o['block_size']}): "
+                         f"{o['distinct_chunks_per_sample']:.2f} a sample, the bound on req/sample")
         for name, r in o["loaders"].items():
             if "error" in r:
                 lines.append(f"{order:7s} {name:30s} error: {r['error']}")

@@ -101,3 +101,22 @@ def test_compare_rejects_an_unknown_order():
     with pytest.raises(ValueError, match="order: one of"):
         compare("nowhere.zarr", order="block")
     assert "order" in inspect.signature(compare).parameters
+
+
+def test_distinct_chunks_per_sample_counts_each_chunk_once_per_block():
+    class Stream:
+        class config:
+            block_size = 2
+        chunks = {0: [("a", (0,)), ("b", (0,))], 1: [("a", (0,)), ("a", (1,))], 2: [("a", (1,))], 3: [("b", (0,))],
+                  4: [("a", (0,))]}
+
+        def epoch_order(self, epoch):
+            return [3, 0, 1, 2, 4]
+
+        def window_chunks(self, i):
+            return self.chunks[i]
+
+    # blocks [3, 0]: b0, a0 -> 2; [1, 2]: a0, a1 -> 2; [4]: a0 -> 1; 5 over 5 windows
+    assert remote.distinct_chunks_per_sample(Stream()) == 1.0
+    Stream.config.block_size = 5  # one block: a0, a1, b0
+    assert remote.distinct_chunks_per_sample(Stream()) == 3 / 5
