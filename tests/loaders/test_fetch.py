@@ -7,7 +7,6 @@ zarr v3 sharding spec read by hand."""
 
 from __future__ import annotations
 
-import itertools
 import pickle
 import shutil
 import threading
@@ -22,6 +21,7 @@ import zarr
 from torch.utils.data import DataLoader
 
 from bench.serve import LoopbackServer
+from _cubes import assert_direct_decode_equals_zarr
 from conftest import tiny_cube_config
 from cube.build import build
 from loaders import CubeStream, load_dataset_config
@@ -78,12 +78,7 @@ def test_sharded_cube_uses_the_direct_decode_and_equals_zarr_chunk_by_chunk(shar
     for path in paths:
         arr = reader.array(path)
         assert arr.shards is not None, path
-        grid = [range(-(-n // c)) for n, c in zip(arr.shape, arr.chunks)]
-        for cidx in itertools.product(*grid):
-            origin = tuple(i * c for i, c in zip(cidx, arr.chunks))
-            direct = reader._decode_direct(path, arr, cidx, origin)
-            expected = arr[tuple(slice(o, min(o + c, n)) for o, c, n in zip(origin, arr.chunks, arr.shape))]
-            assert direct is not None and np.array_equal(direct, expected, equal_nan=True), (path, cidx)
+        assert_direct_decode_equals_zarr(reader, path)
         for (p, shard), index in reader._io.shard_index.items():
             if p == path:
                 missing_shard += index is None
