@@ -529,27 +529,23 @@ def decode_chunks(cube: str, plan: list[tuple]) -> int:
 
 
 def decode_chunk_direct(cube: Path, path: str, arr, cidx: tuple) -> np.ndarray | None:
-    """One chunk of a plain (unsharded bytes + Blosc [+ crc32c], '/' keys) local array, or None."""
+    """One chunk of a local array in a layout the loaders decode directly
+    (:func:`loaders.reader.direct_layout`) and not sharded, read as one file; else None."""
     from numcodecs import Blosc
-    from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec
 
-    from loaders.reader import verified_payload
+    from loaders.reader import chunk_name, direct_layout, verified_payload
 
-    md = arr.metadata
-    codecs = tuple(getattr(md, "codecs", ()))
-    checksummed = len(codecs) == 3 and isinstance(codecs[2], Crc32cCodec)
-    if (arr.shards is not None or len(codecs) != 2 + checksummed or not isinstance(codecs[0], BytesCodec)
-            or not isinstance(codecs[1], BloscCodec) or getattr(md.chunk_key_encoding, "separator", None) != "/"
-            or not cube.is_dir()):
+    layout = direct_layout(arr)
+    if layout is None or layout.shards is not None or not cube.is_dir():
         return None
-    key = "c/" + "/".join(str(i) for i in cidx)
+    key = chunk_name(cidx)
     try:
         data = (cube / path / key).read_bytes()
     except FileNotFoundError:
         return np.full(arr.chunks, arr.fill_value, dtype=arr.dtype)
-    if checksummed:
+    if layout.checksummed:
         data = verified_payload(data, f"{path}: chunk {key}")
-    return np.frombuffer(Blosc().decode(data), dtype=np.dtype(arr.dtype)).reshape(arr.chunks)
+    return np.frombuffer(Blosc().decode(data), dtype=layout.dtype).reshape(arr.chunks)
 
 
 def write_floor(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], n: int, batch_size: int = 1) -> float:

@@ -188,8 +188,8 @@ def test_recommendation_is_the_fewest_objects_within_the_target():
     assert rec["objects"] == {"128": 78_125, "256": 39_062} and rec["default"] == 256
 
 
-def test_module_json_runs(tiny_cube):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def test_module_json_runs(tiny_cube, real_data):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DEPTHCUBE_REAL_DATA": str(real_data)}
     out = subprocess.run([sys.executable, "-m", "bench.global_estimate", "--cube", str(tiny_cube), "--json",
                           "--end", "2011-12-31"], capture_output=True, text=True, timeout=240, env=env, cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]
