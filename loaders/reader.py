@@ -216,7 +216,8 @@ class CubeReader:
 
     # -- chunked reads ---------------------------------------------------------------------------
     def read(self, path: str, time: slice | None, rows: slice, cols: np.ndarray | slice,
-             sum_time: bool = False, north_up: bool = False, out: np.ndarray | None = None) -> np.ndarray:
+             sum_time: bool = False, north_up: bool = False, out: np.ndarray | None = None,
+             copy: bool = True) -> np.ndarray:
         """``path[time, ..., rows, cols]`` assembled from cached chunks (cols may wrap: an index array).
 
         ``sum_time=True`` returns the sum over the time slice instead, summed chunk by chunk
@@ -224,9 +225,16 @@ class CubeReader:
         ``north_up=True`` returns the rows reversed (row 0 = north), written that way during the
         copy out of the cache, so samples need no second flipping copy. ``out`` (an array of the
         result's shape and dtype, e.g. one slot of a stacked window) is written and returned
-        instead of a new array, so stacking needs no second copy.
+        instead of a new array, so stacking needs no second copy. ``copy=False`` (without
+        ``sum_time`` or ``out``) returns the decoded chunk itself, read-only (rows reversed as a
+        view with ``north_up``), when the read is exactly one chunk's box (a tile aligned with the
+        chunks: the builder's default), and a new array otherwise.
         """
         arr = self.array(path)
+        if not copy and out is None and not sum_time and isinstance(cols, slice):
+            block = self._whole_chunk(path, arr, time, rows, cols)
+            if block is not None:
+                return block[..., ::-1, :] if north_up else block
         if isinstance(cols, slice):
             return self._read_box(path, arr, time, rows, cols, sum_time, north_up, out)
         # A dateline-wrapping tile: read the contiguous runs side by side.
@@ -270,16 +278,31 @@ class CubeReader:
         """
         h = rows.stop - rows.start
         w = len(cols) if isinstance(cols, np.ndarray) else cols.stop - cols.start
-        nlev = self.array("profiles/obs_count").shape[1]
+        pixels, cell_count, cell_sum = self.profile_cells(time, rows, cols, north_up)
+        nlev = cell_count.shape[1]
         count = np.zeros((nlev, h * w), np.int32)
         total = np.zeros((nlev, h * w), np.float32)
-        at, r, c = self.observed_rows(time, rows, cols)
-        if at.size:
-            pix = ((h - 1 - r) if north_up else r) * w + c
-            # level-major output (no transposing copy); each pixel's rows still added in day order
-            np.add.at(count, (slice(None), pix), self._table_rows("profiles/obs_count", at).T)
-            np.add.at(total, (slice(None), pix), self._table_rows("profiles/obs_sum", at).T)
+        count[:, pixels], total[:, pixels] = cell_count.T, cell_sum.T  # level-major (pixels are distinct)
         return count.reshape(nlev, h, w), total.reshape(nlev, h, w)
+
+    def profile_cells(self, time: slice, rows: slice, cols: np.ndarray | slice,
+                      north_up: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The window's observed pixels and their window sums, sparse: (flat pixel index ``row *
+        W + col`` in the (H, W) window, rows reversed with ``north_up``, ascending; count (n,
+        levels) int32; sum (n, levels) float32), one entry per pixel with a table row in the
+        window, each pixel's rows added in day order. :meth:`profile_sums` is this spread over
+        the window's grid, so both agree to the bit."""
+        h = rows.stop - rows.start
+        w = len(cols) if isinstance(cols, np.ndarray) else cols.stop - cols.start
+        nlev = self.array("profiles/obs_count").shape[1]
+        at, r, c = self.observed_rows(time, rows, cols)
+        pixels, inverse = np.unique(((h - 1 - r) if north_up else r) * w + c, return_inverse=True)
+        count = np.zeros((len(pixels), nlev), np.int32)
+        total = np.zeros((len(pixels), nlev), np.float32)
+        if at.size:  # np.add.at adds in the rows' order: each pixel's days in order
+            np.add.at(count, inverse, self._table_rows("profiles/obs_count", at))
+            np.add.at(total, inverse, self._table_rows("profiles/obs_sum", at))
+        return pixels, count, total
 
     def observed_rows(self, time: slice, rows: slice, cols: np.ndarray | slice) -> tuple[np.ndarray, ...]:
         """The table rows holding observations of the window: (row numbers in the table, window
@@ -514,6 +537,19 @@ class CubeReader:
                 out[tuple(dst)] = block[tuple(src)]
         return result
 
+    def _whole_chunk(self, path, arr, time, rows, cols) -> np.ndarray | None:
+        """The decoded chunk whose box is exactly ``[time, ..., rows, cols]``, or None."""
+        lead = [time] if time is not None else []
+        sel = lead + [slice(None)] * (arr.ndim - 2 - len(lead)) + [rows, cols]
+        cidx, origin = [], []
+        for s, n, c in zip(sel, arr.shape, arr.chunks):
+            a, b = s.start or 0, n if s.stop is None else s.stop
+            if a % c or b != min(a + c, n):
+                return None
+            cidx.append(a // c)
+        block, _ = self._chunk(path, arr, tuple(cidx))
+        return block
+
     def _chunk(self, path, arr, cidx):
         """Chunk ``cidx`` of ``path`` (any number of dims) decoded, and its origin: from the decoded
         cache, else decoded from its stored bytes (fetched if not cached), else through zarr."""
@@ -536,6 +572,7 @@ class CubeReader:
     def _remember(self, key, block: np.ndarray, origin: tuple):
         """Put a decoded chunk into the decoded cache (evicting the least recently used)."""
         self.chunks_decoded += 1
+        block.flags.writeable = False  # handed out as is by read(copy=False)
         self._cache[key] = (block, origin)
         self._cached += block.nbytes
         while self._cached > self.cache_bytes and len(self._cache) > 1:

@@ -38,7 +38,8 @@ class WindowData:
     (row 0 = south) or already north-up (``north_up=True``, what the stream reads)."""
 
     sst_k: np.ndarray          # (W, H, W) OSTIA kelvin, NaN where missing
-    glorys: np.ndarray         # (S, 50, H, W) snapshots used by the window, degC, NaN invalid
+    glorys: np.ndarray | list  # (S, 50, H, W) snapshots used by the window, degC, NaN invalid (or S
+    #                            (50, H, W) arrays: the stream passes read-only cached chunks)
     glorys_days: np.ndarray    # (S,) number of window days whose nearest snapshot is s
     count: np.ndarray | None   # (50, H, W) profile counts summed over the window (argo mode only)
     total: np.ndarray | None   # (50, H, W) profile sums over the window, degC
@@ -46,6 +47,20 @@ class WindowData:
     bottom_level: np.ndarray   # (H, W) number of valid GLORYS levels
     north_up: bool = False
     water: np.ndarray | None = None  # (50, H, W) :func:`water_column`, when the caller caches it per tile
+    # The same profile sums, sparse (what the stream passes instead of count/total): flat pixel
+    # index (n,), count (n, 50), sum (n, 50), from :meth:`loaders.reader.CubeReader.profile_cells`.
+    profiles: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def profile_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """``count`` and ``total`` (50, H, W), spread from ``profiles`` when only those are given."""
+        if self.count is not None or self.profiles is None:
+            return self.count, self.total
+        pixels, count, total = self.profiles
+        h, w = self.ocean.shape
+        dense_count = np.zeros((count.shape[1], h * w), np.int32)
+        dense_total = np.zeros((count.shape[1], h * w), np.float32)
+        dense_count[:, pixels], dense_total[:, pixels] = count.T, total.T
+        return dense_count.reshape(-1, h, w), dense_total.reshape(-1, h, w)
 
 
 def nearest_snapshots(days: np.ndarray, snapshot_times: np.ndarray) -> np.ndarray:
@@ -88,10 +103,11 @@ def _dense_target(win: WindowData) -> tuple[np.ndarray, np.ndarray]:
     same to the bit), divided by the total weight, valid where that sum is finite and the cell is
     water. Only water cells that some snapshot lacks (NaN or inf there; normally none, GLORYS's
     mask is fixed) take the NaN-aware mean over the snapshots that have them. A cell whose mean is
-    not finite is invalid, so no NaN or inf is ever valid.
+    not finite is invalid, so no NaN or inf is ever valid. With one snapshot that snapshot itself
+    is returned (read-only when the stream passed a cached chunk).
     """
-    water = win.water if win.water is not None else water_column(win.ocean, win.bottom_level, win.glorys.shape[1])
     snaps, weights = win.glorys, np.asarray(win.glorys_days, np.float32)
+    water = win.water if win.water is not None else water_column(win.ocean, win.bottom_level, len(snaps[0]))
     if len(snaps) == 1:
         return snaps[0], np.isfinite(snaps[0]) & water
     with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN sums are masked just below
@@ -104,9 +120,74 @@ def _dense_target(win: WindowData) -> tuple[np.ndarray, np.ndarray]:
     y /= np.float32(weights.sum())  # integer day counts: the float32 sum is exact
     valid &= water
     if len(partial):
-        mean, ok = _nan_aware_mean(snaps.reshape(len(snaps), -1)[:, partial], weights)
+        mean, ok = _nan_aware_mean(np.stack([np.ravel(v)[partial] for v in snaps]), weights)
         y.flat[partial], valid.flat[partial] = mean, ok
     return y, valid
+
+
+#: Levels per pass of :func:`_target_zscored`: 4 x 128 x 128 float32 is 256 kB, so a block's
+#: passes (sum, validity, division, z-score) run in the core's cache instead of memory.
+LEVEL_BLOCK = 4
+
+
+def _target_zscored(win: WindowData, bands: tuple[int, int], z_out: np.ndarray | None = None,
+                    valid_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """y z-scored over ``bands`` (0 where invalid), y's validity over all levels, and y's level 0
+    in degC (arbitrary where invalid): :func:`_dense_target` followed by :func:`_zscore` of the
+    bands, to the bit, computed :data:`LEVEL_BLOCK` levels at a time so that each pass reads
+    cached data, with no window-sized temporaries. ``z_out`` ((bands, H, W) float32) and
+    ``valid_out`` ((levels, H, W) bool) are written instead of new arrays."""
+    snaps, weights = win.glorys, np.asarray(win.glorys_days, np.float32)
+    shape = snaps[0].shape
+    water = win.water if win.water is not None else water_column(win.ocean, win.bottom_level, shape[0])
+    hi = min(bands[1], shape[0])  # slice semantics: bands past the last level are cut (as y_c[lo:hi])
+    lo = min(bands[0], hi)
+    z = np.empty((hi - lo,) + shape[1:], np.float32) if z_out is None else z_out
+    valid = np.empty(shape, bool) if valid_out is None else valid_out
+    block = min(LEVEL_BLOCK, shape[0])
+    acc, term = np.empty((block,) + shape[1:], np.float32), np.empty((block,) + shape[1:], np.float32)
+    invalid = np.empty((block,) + shape[1:], bool)
+    level0 = np.empty(shape[1:], np.float32)
+    total_weight, partial = np.float32(weights.sum()), []
+    for a in range(0, shape[0], block):
+        b = min(a + block, shape[0])
+        n = b - a
+        if len(snaps) == 1:
+            y = snaps[0][a:b]
+            np.isfinite(y, out=valid[a:b])
+        else:
+            y = acc[:n]
+            with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN sums are masked below
+                np.multiply(snaps[0][a:b], weights[0], out=y, dtype=np.float32)
+                for k in range(1, len(snaps)):
+                    y += np.multiply(snaps[k][a:b], weights[k], out=term[:n])
+            np.isfinite(y, out=valid[a:b])
+            np.logical_not(valid[a:b], out=invalid[:n])
+            invalid[:n] &= water[a:b]
+            partial.append(np.flatnonzero(invalid[:n]) + a * y[0].size)
+            y /= total_weight
+        valid[a:b] &= water[a:b]
+        if a == 0:
+            level0[...] = y[0]
+        za, zb = max(a, lo), min(b, hi)
+        if za < zb:
+            zs = z[za - lo:zb - lo]
+            np.add(y[za - a:zb - a], np.float32(CELSIUS_TO_KELVIN - Y_MEAN_K), out=zs, dtype=np.float32)
+            zs *= np.float32(1.0 / Y_STD_K)
+            np.logical_not(valid[za:zb], out=invalid[:zb - za])
+            np.copyto(zs, np.float32(0), where=invalid[:zb - za])
+    partial = np.concatenate(partial) if partial else np.zeros(0, np.int64)
+    if len(partial):  # water cells some snapshot lacks: the NaN-aware mean, as _dense_target
+        mean, ok = _nan_aware_mean(np.stack([np.ravel(v)[partial] for v in snaps]), weights)
+        valid.flat[partial] = ok
+        plane = shape[1] * shape[2]
+        level, rest = np.divmod(partial, plane)
+        first = level == 0
+        level0.flat[rest[first]] = mean[first]
+        banded = (level >= lo) & (level < hi)
+        zp = _zscore(mean[banded], ok[banded])
+        z.reshape(hi - lo, -1)[level[banded] - lo, rest[banded]] = zp
+    return z, valid, level0
 
 
 def _nan_aware_mean(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -151,10 +232,11 @@ def surface_days(win: WindowData, cfg: DatasetConfig) -> int:
 def sparse_input(win: WindowData, cfg: DatasetConfig, y_c: np.ndarray, y_valid: np.ndarray, rng):
     """x (50, H, W) degC with NaN where unobserved, and x_valid_mask."""
     if cfg.x.source == "argo":
-        valid = win.count > 0
+        count, total = win.profile_sums()
+        valid = count > 0
         x = np.full(valid.shape, np.nan, np.float32)
         seen = np.flatnonzero(valid)  # a few hundred observed voxels: divide only those
-        x.flat[seen] = win.total.flat[seen] / win.count.flat[seen]
+        x.flat[seen] = total.flat[seen] / count.flat[seen]
         return x, valid
     # Tracks start on ocean pixels where y is valid at some depth (REFERENCE.md 6.9 'preferred').
     observed = corruption.observed_mask(cfg.x, y_valid.any(axis=0) & win.ocean, rng)
@@ -170,34 +252,51 @@ def yyyymmdd(day: np.datetime64, feb29_to_feb28: bool = True) -> int:
     return y * 10000 + m * 100 + d
 
 
-def _zscore(t_c: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """:func:`cube.constants.normalise_celsius` in float32, in place on a new array, 0 where invalid."""
-    z = np.add(t_c, np.float32(CELSIUS_TO_KELVIN - Y_MEAN_K), dtype=np.float32)
+def _zscore(t_c: np.ndarray, valid: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """:func:`cube.constants.normalise_celsius` in float32, 0 where invalid: into ``out`` (a
+    float32 array of ``t_c``'s shape, which may be ``t_c`` itself), else into a new array."""
+    z = np.add(t_c, np.float32(CELSIUS_TO_KELVIN - Y_MEAN_K), out=out, dtype=np.float32)
     z *= np.float32(1.0 / Y_STD_K)
     np.copyto(z, np.float32(0), where=~valid)
     return z
 
 
-def _sparse_input_zscored(win: WindowData, cfg: DatasetConfig, y_z: np.ndarray, y_valid: np.ndarray, rng):
+def _sparse_input_zscored(win: WindowData, cfg: DatasetConfig, y_z: np.ndarray, y_valid: np.ndarray, rng,
+                          x: np.ndarray | None = None, valid: np.ndarray | None = None):
     """x z-scored over ``cfg.target_bands`` (0 where unobserved) and x_valid_mask: the values of
     :func:`sparse_input`, z-scored only where observed. ``y_z`` is y z-scored over the bands,
-    ``y_valid`` y's validity over all levels (the tracks start on any valid level)."""
+    ``y_valid`` y's validity over all levels (the tracks start on any valid level). ``x`` and
+    ``valid`` (float32 and bool arrays of the bands' shape) are written instead of new arrays."""
     lo, hi = cfg.target_bands
+    shape = y_z.shape
+    x = np.empty(shape, np.float32) if x is None else x
+    valid = np.empty(shape, bool) if valid is None else valid
     if cfg.x.source == "argo":
-        count, total = win.count[lo:hi], win.total[lo:hi]  # views (north-up: rows reversed)
-        valid = count > 0
-        # A few hundred observed voxels: divide and check only those (flat indices of the new,
-        # contiguous mask, unravelled: faster than nonzero() or .flat on the reversed views).
-        seen = np.unravel_index(np.flatnonzero(valid), valid.shape)
-        x_c = np.asarray(total[seen] / count[seen], dtype=np.float32)
+        if win.count is None and win.profiles is not None:
+            # sparse sums: the observed (level, pixel)s straight from the few observed pixels
+            pixels, count, total = win.profiles
+            level, k = np.nonzero(count[:, lo:hi].T > 0)
+            seen = (level, *np.unravel_index(pixels[k], valid.shape[1:]))
+            x_c = np.asarray(total[k, lo + level] / count[k, lo + level], dtype=np.float32)
+            valid[...] = False
+            valid[seen] = True
+        else:
+            count, total = win.count[lo:hi], win.total[lo:hi]  # views (north-up: rows reversed)
+            np.greater(count, 0, out=valid)
+            # A few hundred observed voxels: divide and check only those (flat indices of the
+            # contiguous mask, unravelled: faster than nonzero() or .flat on the reversed views).
+            seen = np.unravel_index(np.flatnonzero(valid), valid.shape)
+            x_c = np.asarray(total[seen] / count[seen], dtype=np.float32)
         if not np.isfinite(x_c).all():
             raise ValueError(f"x holds {int((~np.isfinite(x_c)).sum())} non-finite values (profile sums)")
-        x = np.zeros(valid.shape, np.float32)
+        x[...] = 0
         x[seen] = _zscore(x_c, np.ones(len(x_c), bool))
         return x, valid
     observed = corruption.observed_mask(cfg.x, y_valid.any(axis=0) & win.ocean, rng)
-    valid = y_valid[lo:hi] & observed[None]
-    return np.where(valid, y_z, np.float32(0)), valid
+    np.logical_and(y_valid[lo:hi], observed[None], out=valid)
+    x[...] = 0
+    np.copyto(x, y_z, where=valid)
+    return x, valid
 
 
 @dataclass
@@ -223,16 +322,16 @@ def window_fields(win: WindowData, cfg: DatasetConfig, rng: np.random.Generator)
 
 
 def _target_and_surface(win: WindowData, cfg: DatasetConfig, rng: np.random.Generator):
-    """y (degC), its validity and eo (degC, NaN where invalid): the first half of a window's
-    fields, shared by :func:`window_fields` and :func:`assemble` so both draw eo's degradations
-    first (the x corruption comes next in both)."""
+    """y (degC), its validity and eo (degC, NaN where invalid): the first half of
+    :func:`window_fields`, which draws eo's degradations first (the x corruption next), as
+    :func:`assemble` does."""
     y_c, y_valid = _dense_target(win)
     eo_c = surface_condition(win, cfg, np.where(y_valid[:1], y_c[:1], np.float32(np.nan)), rng)
     return y_c, y_valid, eo_c
 
 
 def assemble(win: WindowData, cfg: DatasetConfig, rng: np.random.Generator, *, centre_day: np.datetime64,
-             coords: tuple[float, float], info: dict) -> dict:
+             coords: tuple[float, float], info: dict, out: dict | None = None) -> dict:
     """The sample dict of DESIGN.md section 6 (numpy; the stream turns it into tensors).
 
     One pass per field: y is the window mean of :func:`_dense_target` z-scored over the bands,
@@ -242,15 +341,30 @@ def assemble(win: WindowData, cfg: DatasetConfig, rng: np.random.Generator, *, c
     the one input that is not masked by its validity, a profile sum, is checked where it is
     gathered: a non-finite one is a ValueError naming x (the stream turns it into a SampleError).
     Random draws come in :func:`window_fields`'s order (eo degradations, then the x corruption).
+
+    ``out`` (one slot of a batch: arrays of the sample's shapes and dtypes, by key, e.g. from
+    :class:`loaders.batching.BatchBuilder`) receives ``y``, ``y_valid_mask``, ``x``,
+    ``x_valid_mask`` and ``land_mask`` instead of new arrays (the returned dict then holds those
+    very arrays); the values are the same either way.
     """
-    y_c, y_valid, eo_c = _target_and_surface(win, cfg, rng)
-    eo_valid = np.isfinite(eo_c)
-    lo, hi = cfg.target_bands
-    y_valid_bands = y_valid[lo:hi]
-    y_z = _zscore(y_c[lo:hi], y_valid_bands)
-    x_z, x_valid = _sparse_input_zscored(win, cfg, y_z, y_valid, rng)
+    out = {} if out is None else out
     if not np.isfinite(coords).all():
         raise ValueError(f"coords {tuple(coords)} are not finite")
+    lo, hi = cfg.target_bands
+    all_levels = lo == 0 and hi >= len(win.glorys[0])
+    y_z, y_valid, y0_c = _target_zscored(win, (lo, hi), out.get("y"), out.get("y_valid_mask") if all_levels else None)
+    eo_c = surface_condition(win, cfg, np.where(y_valid[:1], y0_c[None], np.float32(np.nan)), rng)
+    eo_valid = np.isfinite(eo_c)
+    y_valid_bands = y_valid[lo:hi]
+    if "y_valid_mask" in out and not all_levels:
+        np.copyto(out["y_valid_mask"], y_valid_bands)
+        y_valid_bands = out["y_valid_mask"]
+    x_z, x_valid = _sparse_input_zscored(win, cfg, y_z, y_valid, rng, out.get("x"), out.get("x_valid_mask"))
+    land = out.get("land_mask")
+    if land is None:
+        land = win.ocean[None].astype(np.float32)
+    else:
+        np.copyto(land, win.ocean[None])
 
     sample = {
         "eo": _zscore(eo_c, eo_valid)[None],
@@ -259,7 +373,7 @@ def assemble(win: WindowData, cfg: DatasetConfig, rng: np.random.Generator, *, c
         "y": y_z,
         "x_valid_mask": x_valid,
         "y_valid_mask": y_valid_bands,
-        "land_mask": win.ocean[None].astype(np.float32),
+        "land_mask": land,
     }
     if cfg.eo.dropout_p > 0:  # one draw blanks the field and its mask together
         both = eo_ops.dropout_normalised_eo(np.concatenate([sample["eo"], sample["eo_valid_mask"]]), cfg.eo, rng)

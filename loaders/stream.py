@@ -91,6 +91,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from cube.errors import ConfigError
 from cube.tiling import block_order
 
+from .batching import BatchBuilder, BatchMemory, CubeBatches
 from .config import DatasetConfig
 from .corruption import sample_rng
 from .reader import CubeReader
@@ -245,6 +246,43 @@ class CubeStream(IterableDataset):
     def __iter__(self):
         """One pass (one epoch) of this process's shard. The pass starts at the first ``next()``,
         so an iterator made and dropped unused (torchdata does that) uses up no epoch."""
+        for index, epoch, shard, position, _ in self._visits():
+            sample = self._sample_or_skip(index, epoch, shard, position)
+            self._pass["position"] = position + 1  # before the yield: a snapshot taken now counts it
+            if sample is not None:
+                yield to_torch(sample)
+
+    def batched(self, batch_size: int, drop_last: bool = False, num_workers: int = 0) -> "CubeBatches":
+        """This stream's batches of ``batch_size``, each sample written straight into its slot
+        (:mod:`loaders.batching`): ``DataLoader(stream.batched(32), batch_size=None)`` yields
+        what ``DataLoader(stream, batch_size=32)`` yields, without building and then stacking
+        every sample. ``num_workers`` only sets ``len()``."""
+        return CubeBatches(self, batch_size, drop_last, num_workers)
+
+    def iter_batches(self, batch_size: int, drop_last: bool = False, shared: bool = False):
+        """One pass of this process's shard as batches (what :meth:`batched` iterates): runs of
+        ``batch_size`` samples in yield order, the last one shorter unless ``drop_last``;
+        ``shared`` allocates them in shared memory (DataLoader workers)."""
+        batch, memory = None, BatchMemory()
+        for index, epoch, shard, position, left in self._visits():
+            if batch is None:
+                batch = BatchBuilder(min(batch_size, left), shared=shared, memory=memory)
+            slot = batch.slot()
+            sample = self._sample_or_skip(index, epoch, shard, position, out=slot)
+            if sample is not None:
+                batch.add(sample, slot)
+            self._pass["position"] = position + 1  # before the yield: a snapshot taken now counts it
+            whole = len(batch) == batch_size
+            if whole or (left == 1 and len(batch)):  # a whole batch, or the shard's last samples
+                if whole or not drop_last:
+                    yield batch.result()
+                batch = None
+
+    def _visits(self):
+        """The windows of this process's pass, in order: (window index, epoch, shard, position
+        in the shard, windows left in the shard from this one). The pass (epoch, resume) starts
+        at the first ``next()``; the caller moves ``self._pass['position']`` past each window
+        once it is done with it."""
         (rank, world), (worker, num_workers) = self._dist(), self._worker()
         if num_workers:  # a DataLoader worker: one intra-op thread (see the module docstring)
             torch.set_num_threads(1)
@@ -255,13 +293,10 @@ class CubeStream(IterableDataset):
             self._check_layout(resume, world, num_workers)
             start = int(resume["consumed"].get(shard, 0))
         indices = self.shard_indices(epoch, rank, world, worker, workers)
-        progress = self._pass = {"epoch": epoch, "shard": shard, "position": start, "num_workers": num_workers}
+        self._pass = {"epoch": epoch, "shard": shard, "position": start, "num_workers": num_workers}
         for positions in self._prepared_blocks(indices, start):
             for position in positions:
-                sample = self._sample_or_skip(int(indices[position]), epoch, shard, position)
-                progress["position"] = position + 1  # before the yield: a snapshot taken now counts it
-                if sample is not None:
-                    yield sample
+                yield int(indices[position]), epoch, shard, position, len(indices) - position
 
     def _prepared_blocks(self, indices: np.ndarray, start: int):
         """The positions ``start..`` of a shard in blocks of ``block_size``, each yielded once its
@@ -291,9 +326,11 @@ class CubeStream(IterableDataset):
             keys.update(dict.fromkeys(self.window_chunks(int(indices[position]))))
         return list(keys)
 
-    def _sample_or_skip(self, index: int, epoch: int, shard: int, position: int):
+    def _sample_or_skip(self, index: int, epoch: int, shard: int, position: int, out: dict | None = None):
+        """The numpy sample of one window (written into ``out`` where it can), or None when it
+        failed and ``on_error='skip'``."""
         try:
-            return to_torch(self.sample(index, epoch=epoch, shard=shard, position=position))
+            return self.sample(index, epoch=epoch, shard=shard, position=position, out=out)
         except Exception as e:
             w = self.windows[index]
             err = SampleError(f"{self.reader.url}: window patch {w.patch} centred {w.centre}: {type(e).__name__}: {e}")
@@ -304,8 +341,10 @@ class CubeStream(IterableDataset):
             return None
 
     # -- one sample ------------------------------------------------------------------------------
-    def sample(self, index: int, *, epoch: int | None = None, shard: int = -1, position: int = -1) -> dict:
-        """The numpy sample of window ``index`` (corruption drawn for ``epoch``, default current)."""
+    def sample(self, index: int, *, epoch: int | None = None, shard: int = -1, position: int = -1,
+               out: dict | None = None) -> dict:
+        """The numpy sample of window ``index`` (corruption drawn for ``epoch``, default current);
+        ``out``: arrays of one batch slot that :func:`loaders.sample.assemble` writes into."""
         epoch = self.epoch if epoch is None else epoch
         w = self.windows[index]
         rng = sample_rng(self.config.seed, epoch, index)
@@ -313,25 +352,23 @@ class CubeStream(IterableDataset):
                 "x_source": self.config.x.source, "eo_source": self.config.eo.source,
                 "epoch": epoch, "index": index, "shard": shard, "position": position}
         return assemble(self.read_window(w, north_up=True), self.config, rng, centre_day=w.centre,
-                        coords=(w.lat_center, w.lon_center), info=info)
+                        coords=(w.lat_center, w.lon_center), info=info, out=out)
 
     def read_window(self, w: Window, north_up: bool = False) -> WindowData:
         """The cube arrays one window needs (cube orientation, or rows reversed with ``north_up``)."""
         r = self.reader
         used, counts = self._snapshots(w)
-        thetao = r.array("glorys/thetao")
-        width = len(w.cols) if isinstance(w.cols, np.ndarray) else w.cols.stop - w.cols.start
-        glorys = np.empty((len(used), thetao.shape[1], w.rows.stop - w.rows.start, width), thetao.dtype)
-        for slot, s in zip(glorys, used):  # each snapshot read straight into its slot (no stacking copy)
-            r.read("glorys/thetao", slice(int(s), int(s) + 1), w.rows, w.cols, north_up=north_up, out=slot[None])
-        count = total = None
+        # each snapshot: the cached chunk itself, read-only, when the tile is one chunk (no copy)
+        glorys = [r.read("glorys/thetao", slice(int(s), int(s) + 1), w.rows, w.cols, north_up=north_up,
+                         copy=False)[0] for s in used]
+        profiles = None
         if self.config.x.source == "argo":
-            count, total = r.profile_sums(w.time, w.rows, w.cols, north_up=north_up)
-        ocean, bottom, water = self._tile_statics(w, north_up, glorys.shape[1])
+            profiles = r.profile_cells(w.time, w.rows, w.cols, north_up=north_up)
+        ocean, bottom, water = self._tile_statics(w, north_up, len(glorys[0]))
         return WindowData(
             sst_k=(r.read("ostia/analysed_sst", w.time, w.rows, w.cols, north_up=north_up)
                    if self.config.eo.source == "ostia" else None),
-            glorys=glorys, glorys_days=counts, count=count, total=total,
+            glorys=glorys, glorys_days=counts, count=None, total=None, profiles=profiles,
             ocean=ocean, bottom_level=bottom, north_up=north_up, water=water,
         )
 
@@ -539,6 +576,10 @@ def to_torch(sample: dict) -> dict:
 class StreamLoader:
     """A plain DataLoader over a :class:`CubeStream` that counts what the training loop consumed.
 
+    With a ``batch_size`` (default 1, as DataLoader) and no ``collate_fn`` the DataLoader runs
+    over :meth:`CubeStream.batched` (``batch_size=None``): the same batches, each sample written
+    straight into the batch instead of stacked afterwards.
+
     ``for batch in loader`` yields collated batches; each batch is counted as consumed when the
     next one is requested (so a checkpoint taken inside the loop body excludes the batch being
     processed only if the step did not finish: call ``loader.commit()`` after the optimiser step
@@ -554,7 +595,14 @@ class StreamLoader:
         self._pending = None
         self.num_workers = dataloader_kwargs.get("num_workers", 0)
         self._shards = max(self.num_workers, 1)
-        self.loader = DataLoader(stream, **dataloader_kwargs)
+        batch_size = dataloader_kwargs.get("batch_size", 1)
+        if batch_size is not None and dataloader_kwargs.get("collate_fn") is None:
+            # the same batches as DataLoader(stream, batch_size=...), assembled in place
+            kwargs = {**dataloader_kwargs, "batch_size": None}
+            drop_last = kwargs.pop("drop_last", False)
+            self.loader = DataLoader(stream.batched(batch_size, drop_last, self.num_workers), **kwargs)
+        else:
+            self.loader = DataLoader(stream, **dataloader_kwargs)
         self.epoch = stream.next_epoch()
         self.consumed: dict[int, int] = {}
         self._start: dict[int, int] = {}

@@ -87,6 +87,10 @@ class Windows:
         self._patch_ids = self.rows["patch"].to_numpy()
         self._day_index = self.rows["day_index"].to_numpy()
         self._splits = self.rows["split"].astype(str).to_numpy()
+        # per patch: row0, col0, lat_center, lon_center as plain Python numbers (no pandas per window)
+        self._geometry = {int(p): (int(r0), int(c0), float(lat), float(lon)) for p, r0, c0, lat, lon in zip(
+            self.patches.index, self.patches["row0"], self.patches["col0"], self.patches["lat_center"],
+            self.patches["lon_center"])}
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -94,12 +98,10 @@ class Windows:
     def __getitem__(self, i: int) -> Window:
         patch = int(self._patch_ids[i])
         centre = int(self._day_index[i])
-        p = self.patches.loc[patch]
-        r0, c0 = int(p["row0"]), int(p["col0"])
+        r0, c0, lat, lon = self._geometry[patch]
         cols = tile_column_selector(c0, self.tile, self.nlon)
         return Window(i, patch, str(self._splits[i]), self._days[centre], window_days_slice(centre, self.window),
-                      slice(r0, r0 + self.tile), cols,
-                      float(p["lat_center"]), float(p["lon_center"]))
+                      slice(r0, r0 + self.tile), cols, lat, lon)
 
     def frame(self) -> pd.DataFrame:
         return self.rows

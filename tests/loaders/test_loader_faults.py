@@ -38,7 +38,12 @@ class FaultyStream(CubeStream):
             raise OSError(f"simulated unreadable chunk for {key}")
         win = super().read_window(w, north_up=north_up)
         if key in self.poison:
-            win.count[0, 0, 0], win.total[0, 0, 0] = 1, np.inf  # a corrupt profile sum
+            pixels, count, total = win.profiles  # the stream's sparse sums: pixel 0 gets a corrupt one
+            if not len(pixels) or pixels[0] != 0:
+                pixels, count, total = (np.insert(pixels, 0, 0), np.insert(count, 0, 0, axis=0),
+                                        np.insert(total, 0, 0, axis=0))
+            count[0, 0], total[0, 0] = 1, np.inf
+            win.profiles = pixels, count, total
         return win
 
 

@@ -1,0 +1,169 @@
+"""Batches assembled in place (``CubeStream.batched``, ``StreamLoader``) against torch's own batching:
+``DataLoader(stream, batch_size=B)`` with the default collate over the per-sample stream is the
+expectation, key by key, dtype by dtype, to the bit; and memory of a batch is never written while
+anything still refers to it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from loaders import CubeStream, StreamLoader, load_dataset_config
+from loaders.batching import BatchBuilder, BatchMemory
+from loaders.sample import _dense_target, _target_zscored, _zscore, WindowData
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "dataset.yaml"
+PRESETS = ("eo_4band_tracks", "ostia_tracks", "argo_real", "argo_synthetic_500")
+
+
+def assert_batches_equal(got: list[dict], expected: list[dict]) -> None:
+    assert len(got) == len(expected) > 0
+    for g, e in zip(got, expected):
+        assert g.keys() == e.keys()
+        for k in e:
+            if k == "info":
+                assert g[k].keys() == e[k].keys()
+                for f in e[k]:
+                    if isinstance(e[k][f], torch.Tensor):
+                        assert g[k][f].dtype == e[k][f].dtype and torch.equal(g[k][f], e[k][f]), f
+                    else:
+                        assert g[k][f] == e[k][f], f
+            else:
+                assert g[k].dtype == e[k].dtype and g[k].shape == e[k].shape, k
+                assert torch.equal(g[k], e[k]), k
+
+
+def clone(batch: dict) -> dict:
+    return {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_batched_stream_gives_the_default_collate_batches(tiny_cube, preset):
+    cfg = load_dataset_config(CONFIGS, preset)
+    expected = list(DataLoader(CubeStream(str(tiny_cube), cfg, split="train"), batch_size=7))
+    stream = CubeStream(str(tiny_cube), cfg, split="train")
+    got = [clone(b) for b in DataLoader(stream.batched(7), batch_size=None)]
+    assert_batches_equal(got, expected)
+    assert len(stream) % 7 and got[-1]["y"].shape[0] == len(stream) % 7  # the short last batch
+
+
+def test_two_workers_and_drop_last_match_the_dataloader(tiny_cube):
+    cfg = load_dataset_config(CONFIGS, "argo_real")
+    kw = dict(num_workers=2, multiprocessing_context="fork", timeout=120)
+    expected = list(DataLoader(CubeStream(str(tiny_cube), cfg, split="all"), batch_size=6, drop_last=True, **kw))
+    got = list(StreamLoader(CubeStream(str(tiny_cube), cfg, split="all"), batch_size=6, drop_last=True, **kw))
+    assert_batches_equal(got, expected)
+
+
+def test_a_held_batch_is_never_overwritten_by_the_next_ones(tiny_cube):
+    """The training loop may keep a batch (a list of losses' inputs, a view of it): memory is
+    used again only once nothing refers to it."""
+    cfg = load_dataset_config(CONFIGS, "argo_real")
+    stream = CubeStream(str(tiny_cube), cfg, split="all", shuffle=False)
+    held, views, copies = [], [], []
+    for i, batch in enumerate(DataLoader(stream.batched(3), batch_size=None)):
+        if i % 2 == 0:
+            held.append(batch)             # the whole batch kept
+        else:
+            views.append(batch["y"][1:])   # only a view of one tensor kept
+        copies.append(clone(batch))
+    assert len(copies) > 4
+    for i, c in enumerate(copies):
+        if i % 2 == 0:
+            assert torch.equal(held[i // 2]["y"], c["y"]) and torch.equal(held[i // 2]["x"], c["x"])
+        else:
+            assert torch.equal(views[i // 2], c["y"][1:])
+
+
+def test_batch_memory_reuses_arrays_only_once_released():
+    memory = BatchMemory(keep=2)
+    spec = {"y": ((4, 3), np.dtype(np.float32))}
+    a = memory.tensors(spec)["y"]
+    first = a.data_ptr()
+    view = a[1:]
+    del a
+    b = memory.tensors(spec)["y"]
+    second = b.data_ptr()
+    assert second != first  # a view of the first batch is still alive
+    del b
+    c = memory.tensors(spec)["y"]
+    assert c.data_ptr() == second  # released: used again
+    del view
+    d = memory.tensors(spec)["y"]
+    assert d.data_ptr() == first  # c still alive, the first set released by now
+    assert memory.tensors({"y": ((5, 3), np.dtype(np.float32))})["y"].data_ptr() not in (first, second)
+
+
+def test_stateful_dataloader_resumes_a_batched_stream_exactly(tiny_cube):
+    cfg = load_dataset_config(CONFIGS, "ostia_tracks")
+
+    def loader():
+        return StatefulDataLoader(CubeStream(str(tiny_cube), cfg, split="train").batched(4), batch_size=None,
+                                  num_workers=2, multiprocessing_context="fork", timeout=120)
+
+    full = [clone(b) for b in loader()]
+    first = loader()
+    it = iter(first)
+    for _ in range(3):
+        next(it)
+    state = first.state_dict()
+    del it
+    resumed = loader()
+    resumed.load_state_dict(state)
+    assert_batches_equal([clone(b) for b in resumed], full[3:])
+
+
+def test_a_skipped_window_leaves_no_hole_in_the_batch(tiny_cube, monkeypatch):
+    cfg = load_dataset_config(CONFIGS, "argo_real")
+    cfg = type(cfg)(**{**cfg.__dict__, "on_error": "skip"})
+    stream = CubeStream(str(tiny_cube), cfg, split="all", shuffle=False)
+    bad = {3, 4}
+    real = stream.read_window
+
+    def read_window(w, north_up=False):
+        if w.row in bad:
+            raise OSError("unreadable chunk")
+        return real(w, north_up)
+
+    monkeypatch.setattr(stream, "read_window", read_window)
+    loader = StreamLoader(stream, batch_size=4)
+    got = [clone(b) for b in loader]
+    indices = [i for b in got for i in b["info"]["index"].tolist()]
+    assert indices == [i for i in range(len(stream)) if i not in bad]
+    assert [len(b["y"]) for b in got[:-1]] == [4] * (len(got) - 1) and loader.skipped == 2
+
+
+def test_builder_refuses_a_sample_of_another_shape():
+    builder = BatchBuilder(2)
+    builder.add({"y": np.zeros((2, 2), np.float32), "info": {"i": 0}})
+    with pytest.raises(ValueError, match="y: sample has shape"):
+        builder.add({"y": np.zeros((3, 2), np.float32), "info": {"i": 1}})
+
+
+@pytest.mark.parametrize("snapshots", [1, 2, 3])
+def test_blocked_target_equals_the_window_mean_then_zscore_to_the_bit(snapshots):
+    """``_target_zscored`` (level blocks, in place) against the whole-window functions it replaces,
+    with NaN and inf in some snapshots (the NaN-aware cells) and a seabed and land."""
+    rng = np.random.default_rng(snapshots)
+    levels, h, w = 11, 9, 7
+    glorys = rng.normal(12, 6, (snapshots, levels, h, w)).astype(np.float32)
+    glorys[0, 2, 3, 4] = np.nan
+    glorys[-1, 5, 1, 1] = np.nan
+    glorys[:, 7, 2, 2] = np.nan      # missing in every snapshot: invalid
+    glorys[0, 0, 0, 0] = np.inf
+    ocean = rng.random((h, w)) > 0.2
+    bottom = rng.integers(0, levels + 1, (h, w))
+    win = WindowData(sst_k=None, glorys=list(glorys), glorys_days=np.arange(1, snapshots + 1), count=None,
+                     total=None, ocean=ocean, bottom_level=bottom, north_up=True)
+    y, valid = _dense_target(win)
+    for bands in ((0, levels), (1, 4), (3, 11)):
+        z, v, y0 = _target_zscored(win, bands)
+        np.testing.assert_array_equal(v, valid)
+        expected = _zscore(y[bands[0]:bands[1]], valid[bands[0]:bands[1]])
+        assert z.tobytes() == expected.tobytes()
+        assert y0[valid[0]].tobytes() == y[0][valid[0]].tobytes()
