@@ -162,11 +162,14 @@ def _target_zscored(win: WindowData, bands: tuple[int, int], z_out: np.ndarray |
                 for k in range(1, len(snaps)):
                     y += np.multiply(snaps[k][a:b], weights[k], out=term[:n])
             np.isfinite(y, out=valid[a:b])
-            np.logical_not(valid[a:b], out=invalid[:n])
-            invalid[:n] &= water[a:b]
-            partial.append(np.flatnonzero(invalid[:n]) + a * y[0].size)
-            y /= total_weight
         valid[a:b] &= water[a:b]
+        np.logical_not(valid[a:b], out=invalid[:n])
+        if len(snaps) > 1:
+            # water cells without a finite sum (normally none: GLORYS's mask is fixed): counted
+            # first, listed only when there are some
+            if np.count_nonzero(invalid[:n]) != invalid[:n].size - np.count_nonzero(water[a:b]):
+                partial.append(np.flatnonzero(water[a:b] & invalid[:n]) + a * y[0].size)
+            y /= total_weight
         if a == 0:
             level0[...] = y[0]
         za, zb = max(a, lo), min(b, hi)
@@ -174,8 +177,7 @@ def _target_zscored(win: WindowData, bands: tuple[int, int], z_out: np.ndarray |
             zs = z[za - lo:zb - lo]
             np.add(y[za - a:zb - a], np.float32(CELSIUS_TO_KELVIN - Y_MEAN_K), out=zs, dtype=np.float32)
             zs *= np.float32(1.0 / Y_STD_K)
-            np.logical_not(valid[za:zb], out=invalid[:zb - za])
-            np.copyto(zs, np.float32(0), where=invalid[:zb - za])
+            np.copyto(zs, np.float32(0), where=invalid[za - a:zb - a])
     partial = np.concatenate(partial) if partial else np.zeros(0, np.int64)
     if len(partial):  # water cells some snapshot lacks: the NaN-aware mean, as _dense_target
         mean, ok = _nan_aware_mean(np.stack([np.ravel(v)[partial] for v in snaps]), weights)

@@ -36,6 +36,11 @@ Chunks. :meth:`CubeStream.window_chunks` lists the ``(array path, chunk index)``
 its "limit" entry); :func:`box_chunks` and :func:`table_chunk_keys` are the chunk arithmetic
 behind it.
 
+Batches. :meth:`CubeStream.batched` is the same pass as whole batches for
+``DataLoader(..., batch_size=None)``: what ``DataLoader(stream, batch_size=B)`` yields, each
+sample written straight into its slot of the batch (:mod:`loaders.batching`); :class:`StreamLoader`
+uses it whenever it is given a ``batch_size`` and no ``collate_fn``.
+
 Fetching. Before a block's samples are assembled, every chunk its windows need (the union of
 their :meth:`CubeStream.window_chunks`) is fetched at once, the next block's chunks go in flight on
 the reader's prefetch thread (``prefetch_bytes``, 0 = off), and the block's chunks are decoded on
@@ -263,7 +268,7 @@ class CubeStream(IterableDataset):
         """One pass of this process's shard as batches (what :meth:`batched` iterates): runs of
         ``batch_size`` samples in yield order, the last one shorter unless ``drop_last``;
         ``shared`` allocates them in shared memory (DataLoader workers)."""
-        batch, memory = None, BatchMemory()
+        batch, memory = None, self._batch_memory()
         for index, epoch, shard, position, left in self._visits():
             if batch is None:
                 batch = BatchBuilder(min(batch_size, left), shared=shared, memory=memory)
@@ -277,6 +282,19 @@ class CubeStream(IterableDataset):
                 if whole or not drop_last:
                     yield batch.result()
                 batch = None
+
+    def _batch_memory(self) -> BatchMemory:
+        """This process's :class:`BatchMemory` (kept across passes, so every epoch after the first
+        reuses the same pages; never pickled, never shared with a fork)."""
+        owner = getattr(self, "_memory", None)
+        if owner is None or owner[0] != os.getpid():
+            owner = self._memory = (os.getpid(), BatchMemory())
+        return owner[1]
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_memory", None)  # batch memory stays in its process
+        return state
 
     def _visits(self):
         """The windows of this process's pass, in order: (window index, epoch, shard, position

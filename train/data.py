@@ -5,8 +5,9 @@ that keep a GPU fed (REFERENCE.md 8.1, DESIGN.md 6).
   ``StatefulDataLoader`` (its ``state_dict`` is the position of every worker, taken inside the
   workers, so a checkpoint resumes mid-epoch exactly), ``pin_memory`` on CUDA,
   ``persistent_workers`` and ``prefetch_factor`` when there are workers;
-* val: ``CubeStream(split=val, shuffle=False)`` through a plain DataLoader (every validation pass
-  starts from the first window, same windows and corruption every pass);
+* val: ``CubeStream(split=val, shuffle=False).batched(...)`` through a plain DataLoader
+  (``batch_size=None``: batches assembled in place; every validation pass starts from the first
+  window, same windows and corruption every pass);
 * :class:`CubeDataModule`: the same as a ``lightning.LightningDataModule``;
 * :func:`to_device` moves a batch with ``non_blocking=True`` (overlaps the copy with compute when
   the batch is pinned).
@@ -36,16 +37,24 @@ from .config import LoaderConfig, TrainConfig
 class TrainLoader(StatefulDataLoader):
     """``StatefulDataLoader`` over a :class:`CubeStream` whose ``len()`` is the exact number of
     batches this rank yields per epoch (each worker batches its own shard), which Lightning uses
-    to decide when an epoch is over."""
+    to decide when an epoch is over. With a ``batch_size`` the loader runs over
+    :meth:`CubeStream.batched` (``batch_size=None`` underneath): the same batches, each sample
+    written straight into its batch; ``samples_per_batch`` is that batch size."""
 
     def __init__(self, stream: CubeStream, **kwargs):
+        self.samples_per_batch = kwargs.get("batch_size", 1)
+        drop_last = bool(kwargs.get("drop_last", False))
+        dataset = stream
+        if self.samples_per_batch is not None and kwargs.get("collate_fn") is None:
+            dataset = stream.batched(self.samples_per_batch, drop_last, kwargs.get("num_workers", 0))
+            kwargs = {**kwargs, "batch_size": None, "drop_last": False}
         with warnings.catch_warnings():  # torchdata 0.11 calls a deprecated torch API on every loader
             warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
-            super().__init__(stream, **kwargs)
-        self.stream = stream
+            super().__init__(dataset, **kwargs)
+        self.stream, self.batches_drop_last = stream, drop_last
 
     def __len__(self) -> int:
-        return self.stream.num_batches(self.batch_size or 1, self.num_workers, self.drop_last)
+        return self.stream.num_batches(self.samples_per_batch or 1, self.num_workers, self.batches_drop_last)
 
     def set_epoch(self, epoch: int) -> None:
         """Pin the next pass to ``epoch`` (in every worker)."""
@@ -99,7 +108,10 @@ class DataModule:
 
     def val_loader(self) -> DataLoader:
         """Deterministic loader over the val split (same windows and corruption every pass)."""
-        return DataLoader(self.stream(self.val_split, shuffle=False), **self.loader_kwargs(False))
+        kwargs = self.loader_kwargs(False)
+        stream = self.stream(self.val_split, shuffle=False)
+        return DataLoader(stream.batched(kwargs.pop("batch_size"), num_workers=kwargs["num_workers"]),
+                          batch_size=None, **kwargs)
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
