@@ -92,8 +92,18 @@ def main(argv: list[str] | None = None) -> int:
     except (DepthcubeError, ValueError, FileNotFoundError) as e:
         if args.verbose:
             raise
+        _quiet_teardown()
         print(f"depthcube {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _quiet_teardown()
         print(f"depthcube {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _quiet_teardown() -> None:
+    """After the one-line error: writes that the error cut short (a full disk) can leave zarr's
+    gathered asyncio tasks pending, and asyncio logs "Task was destroyed but it is pending!" for
+    each when they are collected at exit; that is noise after the error line (seen under load in
+    ``tests/cube/test_output_safety.py::test_disk_full_is_one_line_and_the_rerun_resumes``)."""
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)

@@ -125,7 +125,7 @@ def test_bench_quick_writes_the_report(tmp_path):
     r = json.loads(out.read_text())
     assert r["schema"] == "depthcube-bench/1" and r["quick"] is True and r["windows"] > 0
     names = ("depthcube", "peer1_reference", "peer2_xbatcher", "peer2_xbatcher_nodask")
-    expected = {f"{name}_w{w}" for name in names for w in (0, 2)} | {"limit", "write_floor"}
+    expected = {f"{name}_w{w}" for name in names for w in (0, 2)} | {"limit", "write_floor", "depthcube_collate_w0"}
     assert set(r["loaders"]) == expected
     for name, entry in r["loaders"].items():
         assert set(LOADER_KEYS) <= set(entry), name
@@ -138,6 +138,9 @@ def test_bench_quick_writes_the_report(tmp_path):
                 "depthcube_w0_vs_decode_and_write"):
         assert r["ratios"][key] > 0
     assert set(r["targets"]) == {"depthcube_vs_peer1", "depthcube_vs_peer2", "depthcube_vs_limit"}
+    # the limit target is decode + write added (the two floors), not decode alone
+    assert r["targets"]["depthcube_vs_limit"]["measured"] == r["ratios"]["depthcube_w0_vs_decode_and_write"]
+    assert "batched" not in r["loaders"]["depthcube_collate_w0"]["what"]  # the per-sample stream, default collate
     assert r["threads"]["torch_threads"] == 1
     b = r["build"]
     assert b["input_mb"] > 0 and b["depthcube"]["mb_per_s"] > 0 and b["plain_open_mfdataset_to_zarr"]["mb_per_s"] > 0

@@ -5,6 +5,7 @@ anything still refers to it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +43,11 @@ def clone(batch: dict) -> dict:
     return {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", PRESETS + ("argo_real+augment+eo_dropout",))
 def test_batched_stream_gives_the_default_collate_batches(tiny_cube, preset):
-    cfg = load_dataset_config(CONFIGS, preset)
+    cfg = load_dataset_config(CONFIGS, preset.split("+")[0])
+    if "augment" in preset:  # fields the assembly returns as new arrays, copied into the slots
+        cfg = replace(cfg, augment=True, eo=replace(cfg.eo, dropout_p=0.5))
     expected = list(DataLoader(CubeStream(str(tiny_cube), cfg, split="train"), batch_size=7))
     stream = CubeStream(str(tiny_cube), cfg, split="train")
     got = [clone(b) for b in DataLoader(stream.batched(7), batch_size=None)]
