@@ -130,6 +130,7 @@ class CubeReader:
         self._cached = 0
         self._arrays: dict = {}
         self.chunks_decoded = 0
+        self.chunks_decoded_ahead = 0  # of those, decoded on the pool while an earlier block was read
         self.requests = 0        # reads the direct path sent (objects, ranges, shard indexes; retries not counted)
         self.bytes_fetched = 0
 
@@ -450,7 +451,18 @@ class CubeReader:
         threads = self.threads()
         if threads <= 1:
             return
-        todo, budget = [], self.cache_bytes // 2
+        ahead = self._io.ahead
+        todo = self._decodable([k for k in keys if k not in ahead], self.cache_bytes // 2)
+        if len(todo) < 2:
+            return
+        blocks = self._io.pool(threads).map(lambda k: self._decode_key(*k), todo)
+        for (path, cidx), block in zip(todo, blocks):
+            self._remember((path, cidx), block, self._origin(self.array(path), cidx))
+
+    def _decodable(self, keys, budget: int) -> list:
+        """The keys not yet decoded that the direct decode covers, in order, up to ``budget``
+        decoded bytes."""
+        todo = []
         for path, cidx in keys:
             arr = self.array(path)
             if (path, cidx) in self._cache or self._layout(path, arr) is None:
@@ -459,11 +471,35 @@ class CubeReader:
             if budget < 0:
                 break
             todo.append((path, cidx))
-        if len(todo) < 2:
+        return todo
+
+    def decode_ahead(self, keys) -> None:
+        """Start decoding ``keys`` on the decode pool without waiting for them (the prefetch thread
+        calls this for the next block's chunks once they are fetched), so decompression and the
+        first writes to the decoded arrays run on another core while the current block is
+        assembled; :meth:`_chunk` takes each result when the chunk is first read. Only with more
+        than one decode thread; pending results stay under half the decoded cache, and
+        :meth:`keep_ahead` drops those nobody will read."""
+        threads = self.threads()
+        if threads <= 1:
             return
-        blocks = self._io.pool(threads).map(lambda k: self._decode_key(*k), todo)
-        for (path, cidx), block in zip(todo, blocks):
-            self._remember((path, cidx), block, self._origin(self.array(path), cidx))
+        io = self._io
+        with io.ahead_lock:
+            pending = sum(size for _, size in io.ahead.values())
+            keys = [k for k in dict.fromkeys(keys) if k not in io.ahead]
+        for key in self._decodable(keys, self.cache_bytes // 2 - pending):
+            arr = self.array(key[0])
+            future = io.pool(threads).submit(self._decode_key, *key)
+            with io.ahead_lock:
+                io.ahead[key] = (future, int(np.prod(arr.chunks)) * arr.dtype.itemsize)
+
+    def keep_ahead(self, keys) -> None:
+        """Forget chunks decoded ahead that are not among ``keys`` (the block about to be read)."""
+        keep = set(keys)
+        io = self._io
+        with io.ahead_lock:
+            for key in [k for k in io.ahead if k not in keep]:
+                io.ahead.pop(key)[0].cancel()
 
     def threads(self) -> int:
         """Decode threads in this process: ``decode_threads``, or by default
@@ -559,8 +595,12 @@ class CubeReader:
             self._cache.move_to_end(key)
             return hit
         origin = self._origin(arr, cidx)
+        with self._io.ahead_lock:
+            ahead = self._io.ahead.pop(key, None)
+        if ahead is not None:
+            self.chunks_decoded_ahead += 1
         try:
-            block = self._decode_direct(path, arr, cidx, origin)
+            block = ahead[0].result() if ahead is not None else self._decode_direct(path, arr, cidx, origin)
             if block is None:
                 block = arr[tuple(slice(o, min(o + c, n)) for o, c, n in zip(origin, arr.chunks, arr.shape))]
         except (ChunkError, FetchError):
@@ -738,6 +778,8 @@ class _ProcessIO:
         self._sizes: dict = {}          # array path -> [bytes, count] of the chunks fetched
         self._pool: ThreadPoolExecutor | None = None
         self._pool_threads = 0
+        self.ahead: dict = {}           # decoding ahead: key -> (future, decoded bytes)
+        self.ahead_lock = threading.Lock()
         if hasattr(self.fs, "set_session") and (self.pid, id(self.fs)) not in _CLOSING:
             # fsspec's HTTP filesystem closes its aiohttp session at interpreter exit, which a
             # DataLoader worker skips (os._exit): aiohttp then prints "Unclosed client session".
@@ -817,3 +859,4 @@ class _ProcessIO:
         reader = self._reader()
         if reader is not None:
             reader.fetch(keys, ahead=True)
+            reader.decode_ahead(keys)

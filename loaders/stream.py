@@ -328,6 +328,7 @@ class CubeStream(IterableDataset):
         for k, positions in enumerate(blocks):
             current = chunks
             try:
+                self.reader.keep_ahead(current)
                 self.reader.fetch(current)
                 chunks = self._block_chunks(indices, blocks[k + 1]) if k + 1 < len(blocks) else []
                 self.reader.prefetch(chunks)

@@ -140,6 +140,27 @@ def test_prefetch_and_parallel_decode_do_not_change_samples(tiny_cube, preset):
     assert prefetcher.batches > 0                               # the prefetch thread did fetch ahead
 
 
+def test_chunks_decoded_ahead_give_the_same_samples_and_stay_within_their_bound(tiny_cube):
+    """The prefetch thread hands the next block's chunks to the decode pool; a consumer slower than
+    the decode (a training step) then finds them decoded. Pending results stay under half the
+    decoded cache, and none outlives the block it was decoded for."""
+    cfg = load_dataset_config(CONFIGS, "argo_real")
+    plain = epoch(CubeStream(str(tiny_cube), cfg, split="all", prefetch_bytes=0, decode_threads=1))
+    cache = 2**20
+    stream = CubeStream(str(tiny_cube), cfg, split="all", prefetch_bytes=64 * 2**20, decode_threads=2,
+                        cache_bytes=cache)
+    slow, pending = [], []
+    for sample in stream:
+        slow.append(sample)
+        time.sleep(0.02)  # the training step
+        io = stream.reader._io
+        pending.append(sum(size for _, size in io.ahead.values()))
+    assert_same_samples(plain, slow)
+    assert stream.reader.chunks_decoded_ahead > 0
+    assert max(pending) <= cache // 2
+    assert len(stream.reader._io.ahead) <= len(stream._block_chunks(stream.shard_indices(0), range(cfg.block_size)))
+
+
 @pytest.mark.parametrize("raw_cache_bytes", [0, 1000])
 def test_a_compressed_cache_smaller_than_a_chunk_still_gives_the_right_samples(tiny_cube, raw_cache_bytes):
     """Bytes evicted as soon as they arrive are fetched again, never read as a chunk never written."""
