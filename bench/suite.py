@@ -27,6 +27,10 @@ process (the ``OMP_NUM_THREADS`` family of variables, which spawned workers inhe
 parallelism measured is the DataLoader's workers. dask (peer 2's dask form) keeps its own
 scheduler threads: that is how it is documented to run.
 
+Fresh memory. Before the loaders run, the process touches and frees ``warm_bytes`` (2 GiB, quick
+64 MiB) once (:func:`warm_memory`): on the shared VMs the first touch of memory a process never
+used runs at about 0.6 GB/s, and the first loader measured paid it for all the others.
+
 Slow peers run on a prefix of the window order, capped by a time budget: every entry reports the
 number of samples it measured. ``samples_per_s`` is the steady rate after the first batch (the
 whole run when there is only one batch); ``time_to_first_batch_s`` includes worker start-up;
@@ -127,6 +131,7 @@ class BenchSettings:
     latency_ms: float = 20.0
     remote_budget_s: float = 20.0
     remote_max_windows: int | None = None
+    warm_bytes: int = 2 * 2**30  # fresh memory touched once before the loaders (:func:`warm_memory`)
 
     def __post_init__(self):
         if self.batch_size < 1 or any(w < 0 for w in self.workers) or self.tile_size < 1:
@@ -137,7 +142,8 @@ class BenchSettings:
     @classmethod
     def quick(cls) -> "BenchSettings":
         return cls(batch_size=4, peer_budget_s=2.0, loader_budget_s=10.0, max_windows=24, side_budget_s=0.5,
-                   rasterise_profiles=2000, tile_size=16, remote_budget_s=2.0, remote_max_windows=6)
+                   rasterise_profiles=2000, tile_size=16, remote_budget_s=2.0, remote_max_windows=6,
+                   warm_bytes=64 * 2**20)
 
 
 # --------------------------------------------------------------------------------------------
@@ -353,16 +359,28 @@ def bench_write_floor(stream, order, batch_size: int) -> dict:
             "mb_per_s": nbytes * len(order) / dt / 1e6, "time_to_first_batch_s": None, **rss.report()}
 
 
+def warm_memory(nbytes: int) -> float:
+    """Touch ``nbytes`` of fresh memory once and free it; returns the seconds it took. On this
+    project's VMs the first touch of memory a process has never used runs far below memory speed
+    (about 0.6 GB/s against 15 GB/s for pages used before, ``np.empty(...).fill(0)`` twice), and
+    whichever loader ran first paid it for the others (in one run the per-sample stream measured
+    109 samples/s first and 202 second). Done once before the loaders, no entry pays it."""
+    t0 = time.perf_counter()
+    np.ones(nbytes // 4, np.float32)
+    return time.perf_counter() - t0
+
+
 def compare_loaders(cube: str, demo: str | None, settings: BenchSettings, dataset_config: str, echo=print) -> dict:
     """Every loader entry of the report (see the module docstring)."""
     cfg, stream, order = _windows(cube, settings, dataset_config)
+    echo(f"  warming {settings.warm_bytes / 2**30:.2f} GiB of process memory: {warm_memory(settings.warm_bytes):.1f} s")
     out = {}
     for w in settings.workers:
         echo(f"  depthcube, {w} workers ...")
-        out[f"depthcube_w{w}"] = bench_depthcube(stream, order, settings, w)
         if w == 0:
             echo("  depthcube, per-sample stream + default collate, 0 workers ...")
             out["depthcube_collate_w0"] = bench_depthcube(stream, order, settings, 0, collate=True)
+        out[f"depthcube_w{w}"] = bench_depthcube(stream, order, settings, w)
         if demo:
             echo(f"  peer 1 (reference raw NetCDF), {w} workers ...")
             out[f"peer1_reference_w{w}"] = bench_peer1(stream, order, demo, settings, w)

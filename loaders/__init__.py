@@ -11,7 +11,7 @@ __all__ = ["open_cube", "describe", "DatasetConfig", "EOConfig", "XConfig", "loa
 
 def __getattr__(name):
     # torch is imported only when the stream is asked for (notebooks can open cubes without it).
-    if name in ("CubeStream", "StreamLoader", "CubeMap"):
+    if name in ("CubeStream", "StreamLoader", "CubeMap", "CubeBatches"):
         from . import stream
 
         return getattr(stream, name)
