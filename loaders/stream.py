@@ -327,15 +327,14 @@ class CubeStream(IterableDataset):
         chunks = self._block_chunks(indices, blocks[0]) if blocks else []
         for k, positions in enumerate(blocks):
             current = chunks
+            chunks = self._block_chunks(indices, blocks[k + 1]) if k + 1 < len(blocks) else []
             try:
                 self.reader.keep_ahead(current)
                 self.reader.fetch(current)
-                chunks = self._block_chunks(indices, blocks[k + 1]) if k + 1 < len(blocks) else []
                 self.reader.prefetch(chunks)
                 self.reader.load(current)
             except Exception as e:
                 log.debug("block fetch failed (the windows retry one by one): %s: %s", type(e).__name__, e)
-                chunks = self._block_chunks(indices, blocks[k + 1]) if k + 1 < len(blocks) else []
             yield positions
 
     def _block_chunks(self, indices: np.ndarray, positions: range) -> list:
@@ -561,6 +560,19 @@ def box_chunks(shape: tuple[int, ...], chunks: tuple[int, ...], lead: slice, row
     return [tuple(int(v) for v in k) for k in zip(*(g.ravel() for g in grids))]
 
 
+def in_place_batches(stream: CubeStream, dataloader_kwargs: dict) -> tuple[IterableDataset, dict]:
+    """``(dataset, kwargs)`` for a DataLoader (or torchdata's StatefulDataLoader) that yields what
+    ``DataLoader(stream, **dataloader_kwargs)`` yields, batches assembled in place: with a
+    ``batch_size`` (default 1) and no ``collate_fn``, :meth:`CubeStream.batched` (``drop_last``
+    moved into it) under ``batch_size=None``; otherwise the stream and the arguments as given."""
+    batch_size = dataloader_kwargs.get("batch_size", 1)
+    if batch_size is None or dataloader_kwargs.get("collate_fn") is not None:
+        return stream, dataloader_kwargs
+    kwargs = {k: v for k, v in dataloader_kwargs.items() if k != "drop_last"}
+    batches = stream.batched(batch_size, bool(dataloader_kwargs.get("drop_last", False)), kwargs.get("num_workers", 0))
+    return batches, {**kwargs, "batch_size": None}
+
+
 def _stop_workers(loader: DataLoader, iterator) -> None:
     """Shut a DataLoader iterator's worker processes down at once (and forget it when the loader
     keeps persistent workers, so the next epoch starts fresh ones)."""
@@ -614,14 +626,8 @@ class StreamLoader:
         self._pending = None
         self.num_workers = dataloader_kwargs.get("num_workers", 0)
         self._shards = max(self.num_workers, 1)
-        batch_size = dataloader_kwargs.get("batch_size", 1)
-        if batch_size is not None and dataloader_kwargs.get("collate_fn") is None:
-            # the same batches as DataLoader(stream, batch_size=...), assembled in place
-            kwargs = {**dataloader_kwargs, "batch_size": None}
-            drop_last = kwargs.pop("drop_last", False)
-            self.loader = DataLoader(stream.batched(batch_size, drop_last, self.num_workers), **kwargs)
-        else:
-            self.loader = DataLoader(stream, **dataloader_kwargs)
+        dataset, kwargs = in_place_batches(stream, dataloader_kwargs)
+        self.loader = DataLoader(dataset, **kwargs)
         self.epoch = stream.next_epoch()
         self.consumed: dict[int, int] = {}
         self._start: dict[int, int] = {}

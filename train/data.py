@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from loaders.config import DatasetConfig, load_dataset_config
-from loaders.stream import CubeStream
+from loaders.stream import CubeStream, in_place_batches
 
 from .config import LoaderConfig, TrainConfig
 
@@ -43,15 +43,12 @@ class TrainLoader(StatefulDataLoader):
 
     def __init__(self, stream: CubeStream, **kwargs):
         self.samples_per_batch = kwargs.get("batch_size", 1)
-        drop_last = bool(kwargs.get("drop_last", False))
-        dataset = stream
-        if self.samples_per_batch is not None and kwargs.get("collate_fn") is None:
-            dataset = stream.batched(self.samples_per_batch, drop_last, kwargs.get("num_workers", 0))
-            kwargs = {**kwargs, "batch_size": None, "drop_last": False}
+        self.batches_drop_last = bool(kwargs.get("drop_last", False))
+        dataset, kwargs = in_place_batches(stream, kwargs)
         with warnings.catch_warnings():  # torchdata 0.11 calls a deprecated torch API on every loader
             warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
             super().__init__(dataset, **kwargs)
-        self.stream, self.batches_drop_last = stream, drop_last
+        self.stream = stream
 
     def __len__(self) -> int:
         return self.stream.num_batches(self.samples_per_batch or 1, self.num_workers, self.batches_drop_last)
@@ -108,10 +105,8 @@ class DataModule:
 
     def val_loader(self) -> DataLoader:
         """Deterministic loader over the val split (same windows and corruption every pass)."""
-        kwargs = self.loader_kwargs(False)
-        stream = self.stream(self.val_split, shuffle=False)
-        return DataLoader(stream.batched(kwargs.pop("batch_size"), num_workers=kwargs["num_workers"]),
-                          batch_size=None, **kwargs)
+        dataset, kwargs = in_place_batches(self.stream(self.val_split, shuffle=False), self.loader_kwargs(False))
+        return DataLoader(dataset, **kwargs)
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
