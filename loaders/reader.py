@@ -12,8 +12,8 @@ the inner chunk's byte range is read). :meth:`CubeReader.fetch` brings many chun
 bytes in at once (one batched ``fs.cat`` for whole objects, one ``fs.cat_ranges`` for inner chunks:
 fsspec's async filesystems send them concurrently), waiting for, never repeating, a fetch already
 in flight; :meth:`CubeReader.prefetch` does that for the next block on a background thread within
-``prefetch_bytes``; :meth:`CubeReader.load` also decodes them on a small thread pool (Blosc
-releases the GIL). Compressed bytes stay in their own bounded cache (``raw_cache_bytes``) so a
+``prefetch_bytes``; :meth:`CubeReader.decode` decodes fetched chunks on a small thread pool (Blosc
+releases the GIL), and :meth:`CubeReader.decode_ahead` starts that for the prefetched ones. Compressed bytes stay in their own bounded cache (``raw_cache_bytes``) so a
 chunk evicted from the decoded cache (random window order) is decoded again without a second
 fetch. Transient read failures are retried with backoff (:mod:`loaders.fetch`); a store that stays
 down is a :class:`loaders.fetch.FetchError` naming the URL.
@@ -442,35 +442,36 @@ class CubeReader:
         if self.prefetch_bytes > 0:
             self._io.prefetcher().submit([k for k in dict.fromkeys(keys) if k not in self._cache])
 
-    def load(self, keys) -> None:
-        """Fetch ``keys`` (:meth:`fetch`), then decode those not cached on the decode pool
+    def decode(self, keys) -> None:
+        """Decode the chunks ``keys`` not yet cached (nor decoding ahead) on the decode pool
         (``decode_threads`` > 1; up to half the decoded cache), so :meth:`read` finds them
-        decoded. With one decode thread chunks are decoded when first read instead."""
-        keys = list(dict.fromkeys(keys))
-        self.fetch(keys)
+        decoded; their bytes should be in already (:meth:`fetch`), or each is fetched alone. With
+        one decode thread chunks are decoded when first read instead."""
         threads = self.threads()
         if threads <= 1:
             return
         ahead = self._io.ahead
-        todo = self._decodable([k for k in keys if k not in ahead], self.cache_bytes // 2)
+        todo = [key for key, _ in self._decodable([k for k in dict.fromkeys(keys) if k not in ahead],
+                                                  self.cache_bytes // 2)]
         if len(todo) < 2:
             return
         blocks = self._io.pool(threads).map(lambda k: self._decode_key(*k), todo)
         for (path, cidx), block in zip(todo, blocks):
             self._remember((path, cidx), block, self._origin(self.array(path), cidx))
 
-    def _decodable(self, keys, budget: int) -> list:
-        """The keys not yet decoded that the direct decode covers, in order, up to ``budget``
-        decoded bytes."""
+    def _decodable(self, keys, budget: int) -> list[tuple[tuple, int]]:
+        """``(key, decoded bytes)`` of the keys not yet decoded that the direct decode covers, in
+        order, up to ``budget`` decoded bytes."""
         todo = []
         for path, cidx in keys:
             arr = self.array(path)
             if (path, cidx) in self._cache or self._layout(path, arr) is None:
                 continue
-            budget -= int(np.prod(arr.chunks)) * arr.dtype.itemsize
+            nbytes = int(np.prod(arr.chunks)) * arr.dtype.itemsize
+            budget -= nbytes
             if budget < 0:
                 break
-            todo.append((path, cidx))
+            todo.append(((path, cidx), nbytes))
         return todo
 
     def decode_ahead(self, keys) -> None:
@@ -487,11 +488,10 @@ class CubeReader:
         with io.ahead_lock:
             pending = sum(size for _, size in io.ahead.values())
             keys = [k for k in dict.fromkeys(keys) if k not in io.ahead]
-        for key in self._decodable(keys, self.cache_bytes // 2 - pending):
-            arr = self.array(key[0])
+        for key, nbytes in self._decodable(keys, self.cache_bytes // 2 - pending):
             future = io.pool(threads).submit(self._decode_key, *key)
             with io.ahead_lock:
-                io.ahead[key] = (future, int(np.prod(arr.chunks)) * arr.dtype.itemsize)
+                io.ahead[key] = (future, nbytes)
 
     def keep_ahead(self, keys) -> None:
         """Forget chunks decoded ahead that are not among ``keys`` (the block about to be read)."""

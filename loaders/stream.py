@@ -320,7 +320,7 @@ class CubeStream(IterableDataset):
         """The positions ``start..`` of a shard in blocks of ``block_size``, each yielded once its
         chunks are in: all the chunks its windows need (:meth:`window_chunks`) fetched at once,
         the next block's set in flight on the prefetch thread, then this block's decoded on the
-        decode pool (:meth:`CubeReader.load`). A failure here is not raised: the windows then read
+        decode pool (:meth:`CubeReader.decode`). A failure here is not raised: the windows then read
         their chunks one by one and report it as their own :class:`SampleError`."""
         b, n = self.config.block_size, len(indices)
         blocks = [range(max(lo, start), min(lo + b, n)) for lo in range(start - start % b, n, b)]
@@ -331,8 +331,11 @@ class CubeStream(IterableDataset):
             try:
                 self.reader.keep_ahead(current)
                 self.reader.fetch(current)
-                self.reader.prefetch(chunks)
-                self.reader.load(current)
+                # the next block's own chunks: those it shares with this one are fetched and
+                # decoded here already
+                in_current = set(current)
+                self.reader.prefetch([key for key in chunks if key not in in_current])
+                self.reader.decode(current)
             except Exception as e:
                 log.debug("block fetch failed (the windows retry one by one): %s: %s", type(e).__name__, e)
             yield positions
