@@ -64,6 +64,7 @@ from cube.layout import check_contract, days_from_int, decode_attrs, times_from_
 from cube.tiling import PATCH_COLUMNS, column_runs
 
 from .fetch import ByteCache, FetchError, Prefetcher, fetch_batch, is_transient
+from .sample import spread_cells
 
 _BLOSC = Blosc()  # decodes any Blosc frame (the frame header carries its own settings)
 log = logging.getLogger("depthcube.loaders")
@@ -277,14 +278,8 @@ class CubeReader:
         a dense window sum would add them (so the result equals it to the bit). Only the
         ``obs_count``/``obs_sum`` chunks holding a row of the window are decoded.
         """
-        h = rows.stop - rows.start
         w = len(cols) if isinstance(cols, np.ndarray) else cols.stop - cols.start
-        pixels, cell_count, cell_sum = self.profile_cells(time, rows, cols, north_up)
-        nlev = cell_count.shape[1]
-        count = np.zeros((nlev, h * w), np.int32)
-        total = np.zeros((nlev, h * w), np.float32)
-        count[:, pixels], total[:, pixels] = cell_count.T, cell_sum.T  # level-major (pixels are distinct)
-        return count.reshape(nlev, h, w), total.reshape(nlev, h, w)
+        return spread_cells(self.profile_cells(time, rows, cols, north_up), (rows.stop - rows.start, w))
 
     def profile_cells(self, time: slice, rows: slice, cols: np.ndarray | slice,
                       north_up: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -577,7 +572,7 @@ class CubeReader:
         """The decoded chunk whose box is exactly ``[time, ..., rows, cols]``, or None."""
         lead = [time] if time is not None else []
         sel = lead + [slice(None)] * (arr.ndim - 2 - len(lead)) + [rows, cols]
-        cidx, origin = [], []
+        cidx = []
         for s, n, c in zip(sel, arr.shape, arr.chunks):
             a, b = s.start or 0, n if s.stop is None else s.stop
             if a % c or b != min(a + c, n):

@@ -55,12 +55,20 @@ class WindowData:
         """``count`` and ``total`` (50, H, W), spread from ``profiles`` when only those are given."""
         if self.count is not None or self.profiles is None:
             return self.count, self.total
-        pixels, count, total = self.profiles
-        h, w = self.ocean.shape
-        dense_count = np.zeros((count.shape[1], h * w), np.int32)
-        dense_total = np.zeros((count.shape[1], h * w), np.float32)
-        dense_count[:, pixels], dense_total[:, pixels] = count.T, total.T
-        return dense_count.reshape(-1, h, w), dense_total.reshape(-1, h, w)
+        return spread_cells(self.profiles, self.ocean.shape)
+
+
+def spread_cells(cells: tuple[np.ndarray, np.ndarray, np.ndarray],
+                 shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Sparse window sums (flat pixel index (n,), count (n, levels), sum (n, levels): what
+    :meth:`loaders.reader.CubeReader.profile_cells` returns) spread over the (H, W) window:
+    count (levels, H, W) int32 and sum float32, zero where no pixel is listed."""
+    pixels, count, total = cells
+    h, w = shape
+    dense_count = np.zeros((count.shape[1], h * w), np.int32)
+    dense_total = np.zeros((count.shape[1], h * w), np.float32)
+    dense_count[:, pixels], dense_total[:, pixels] = count.T, total.T  # level-major (pixels are distinct)
+    return dense_count.reshape(-1, h, w), dense_total.reshape(-1, h, w)
 
 
 def nearest_snapshots(days: np.ndarray, snapshot_times: np.ndarray) -> np.ndarray:
