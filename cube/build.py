@@ -107,7 +107,6 @@ def build(cfg: CubeConfig, *, storage_options: dict | None = None, strict: bool 
     report = BuildReport(output=final, staging=final + ".partial")
     files = _inputs(cfg, report, strict)
     try:
-        _reachable(final, opts)
         _refuse_foreign(final, opts)  # before the lock too, so no lock file appears beside a refused path
         with store.BuildLock(final, opts):
             _build_locked(cfg, files, report, strict, progress, scheduler, local_cluster, rebuild)
@@ -243,11 +242,12 @@ def _work_kept(staging: str, storage_options: dict) -> str | None:
         return None
 
 
-def _reachable(final: str, storage_options: dict) -> None:
-    """OutputError in one line when the output's store cannot be reached at all (no credentials, a
-    wrong endpoint: the storage library's own error); filesystem errors are the caller's to describe."""
+def _reachable_kind(final: str, storage_options: dict) -> str:
+    """``final``'s :func:`~cube.store.node_kind`; OutputError in one line when the output's store
+    cannot be reached at all (no credentials, a wrong endpoint: the storage library's own error);
+    filesystem errors are the caller's to describe."""
     try:
-        store.node_kind(final, storage_options)
+        return store.node_kind(final, storage_options)
     except (OSError, ImportError):
         raise
     except Exception as e:
@@ -268,7 +268,7 @@ def _refuse_foreign(final: str, storage_options: dict) -> str:
     staging names is someone else's (OutputError otherwise). An empty folder at the final name
     counts as someone else's (a folder the user made); an empty ``.partial`` is a leftover of a
     build killed as it began, and is reused."""
-    kind = store.node_kind(final, storage_options)
+    kind = _reachable_kind(final, storage_options)
     if kind in ("foreign", "empty"):
         raise store.OutputError(f"{final} exists and is not a depthcube cube; depthcube never deletes or "
                                 f"replaces it: give another output path (-o)")

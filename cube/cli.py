@@ -54,7 +54,10 @@ def _build(args) -> int:
     if inputs:
         cfg = dataclasses.replace(cfg, inputs=dataclasses.replace(
             cfg.inputs, storage_options={**cfg.inputs.storage_options, **inputs}))
-    report = build(cfg, storage_options=_storage_options(args.storage_options), strict=args.strict or None,
+    output = _storage_options(args.storage_options)
+    if output:
+        cfg = dataclasses.replace(cfg, output_storage_options={**cfg.output_storage_options, **output})
+    report = build(cfg, strict=args.strict or None,
                    progress=False if args.quiet else None, scheduler=args.scheduler,
                    local_cluster=args.local_cluster, rebuild=args.rebuild)
     print(f"{report.status}: {report.output} in {report.seconds:.1f} s "
@@ -65,7 +68,7 @@ def _build(args) -> int:
         for r in entries:
             print(f"  {verb} {r['file']}: {r['reason']}" + (f" ({r['detail']})" if r.get("detail") else ""))
     if not args.quiet:
-        options = {**cfg.output_storage_options, **(_storage_options(args.storage_options) or {})}
+        options = cfg.output_storage_options
         print(describe(open_cube(report.output, storage_options=options), report.output, options))
     return 0
 

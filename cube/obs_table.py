@@ -25,7 +25,6 @@ Building it (the task list is :mod:`cube.plan`'s, the tasks :mod:`cube.tasks`'):
 
 from __future__ import annotations
 
-import io
 import logging
 
 import numpy as np
@@ -65,22 +64,15 @@ def _part_url(url: str, t0: int, t1: int) -> str:
 
 def write_part(url: str, t0: int, t1: int, rows: dict[str, np.ndarray], storage_options: dict | None = None) -> None:
     """Save the rows of the daily chunk [t0, t1) for :func:`write_table` (one object, replaced whole)."""
-    buf = io.BytesIO()
-    np.savez(buf, **rows)
-    fs, path = store.fs_and_path(_part_url(url, t0, t1), storage_options)
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    fs.pipe_file(path, buf.getvalue())
+    store.write_npz(_part_url(url, t0, t1), storage_options, **rows)
 
 
 def read_part(url: str, t0: int, t1: int, storage_options: dict | None = None) -> dict[str, np.ndarray] | None:
     """The saved rows of the daily chunk [t0, t1), None when there is no part."""
-    fs, path = store.fs_and_path(_part_url(url, t0, t1), storage_options)
     try:
-        data = fs.cat_file(path)
+        return store.read_npz(_part_url(url, t0, t1), storage_options, FIELDS)
     except FileNotFoundError:
         return None
-    with np.load(io.BytesIO(data)) as z:
-        return {f: z[f] for f in FIELDS}
 
 
 def dense_rows(root, t0: int, t1: int, block: int) -> dict[str, np.ndarray]:

@@ -8,7 +8,7 @@ import zarr
 
 from .errors import DepthcubeError
 from .layout import check_contract, decode_attrs
-from .store import zarr_options
+from .store import fs_and_path, zarr_options
 
 
 def open_cube(path: str, chunks: dict | None | str = "auto", storage_options: dict | None = None) -> xr.DataTree:
@@ -37,9 +37,7 @@ def _stored_mb(path: str, storage_options: dict | None = None) -> float | None:
     if not path:
         return None
     try:
-        import fsspec
-
-        fs, root = fsspec.core.url_to_fs(str(path), **(storage_options or {}))
+        fs, root = fs_and_path(path, storage_options)
         return fs.du(root) / 1e6
     except Exception:  # a summary line is not worth failing `info` for
         return None

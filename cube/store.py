@@ -39,6 +39,7 @@ Visibility rules (what a concurrent reader sees):
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import socket
@@ -64,6 +65,22 @@ def fs_and_path(url: str, storage_options: dict | None = None):
     """The fsspec filesystem of ``url`` (opened with ``storage_options``) and the path inside it."""
     fs, path = fsspec.core.url_to_fs(str(url), **(storage_options or {}))
     return fs, path
+
+
+def write_npz(url: str, storage_options: dict | None, **arrays: np.ndarray) -> None:
+    """Save ``arrays`` as one ``.npz`` object at ``url`` (replaced whole; parent folders made)."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    fs, path = fs_and_path(url, storage_options)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    fs.pipe_file(path, buf.getvalue())
+
+
+def read_npz(url: str, storage_options: dict | None, names) -> dict[str, np.ndarray]:
+    """The arrays ``names`` of the ``.npz`` object at ``url`` (FileNotFoundError when absent)."""
+    fs, path = fs_and_path(url, storage_options)
+    with np.load(io.BytesIO(fs.cat_file(path))) as z:
+        return {k: z[k] for k in names}
 
 
 def zarr_options(url: str, storage_options: dict | None) -> dict:

@@ -19,7 +19,6 @@ config's options (:func:`read_input`) and regridded with the one locked weights 
 from __future__ import annotations
 
 import hashlib
-import io
 
 import numpy as np
 
@@ -152,21 +151,16 @@ def _scratch_url(url: str, f: InputFile) -> str:
 
 
 def _write_scratch(url: str, storage_options: dict, f: InputFile, **rows: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **rows)
-    fs, path = store.fs_and_path(_scratch_url(url, f), storage_options)
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    fs.pipe_file(path, buf.getvalue())
+    store.write_npz(_scratch_url(url, f), storage_options, **rows)
 
 
 def _read_scratch(url: str, storage_options: dict, sources: list[InputFile], t0: int, t1: int) -> list[dict]:
     """The scratch rows of days [t0, t1) of each source file."""
     parts = []
     for f in sources:
-        fs, path = store.fs_and_path(_scratch_url(url, f), storage_options)
-        with np.load(io.BytesIO(fs.cat_file(path))) as z:
-            sel = (z["day"] >= t0) & (z["day"] < t1)
-            parts.append({k: z[k][sel] for k in ("day", "lat", "lon", "values")})
+        z = store.read_npz(_scratch_url(url, f), storage_options, ("day", "lat", "lon", "values"))
+        sel = (z["day"] >= t0) & (z["day"] < t1)
+        parts.append({k: v[sel] for k, v in z.items()})
     return parts
 
 
