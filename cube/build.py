@@ -215,20 +215,21 @@ def _run_tasks(target: str, cfg: CubeConfig, plan: Plan, journal: store.Journal,
                progress: bool, scheduler: str | None, local_cluster: int | None, fresh: bool) -> list[str]:
     """Run both phases' tasks not yet in the journal, on one runner; returns every task key of the plan."""
     tasks = phase_a_tasks(target, cfg, plan)
-    report.tasks_skipped = sum(1 for k in tasks if journal.done(k))
-    todo = runnable({k: v for k, v in tasks.items() if not journal.done(k)})
-    with _task_runner(cfg, progress, scheduler, local_cluster) as runner:  # one cluster for both phases
-        _run_phase(runner, todo, journal, report, strict, phase="a")
+    report.tasks_skipped = 0
+
+    def run_pending(planned: dict, phase: str) -> None:
+        todo = runnable({k: v for k, v in planned.items() if not journal.done(k)})
+        report.tasks_skipped += len(planned) - len(todo)
+        _run_phase(runner, todo, journal, report, strict, phase=phase)
+
+    with _task_runner(cfg, progress, scheduler, local_cluster) as runner:  # one cluster for all phases
+        run_pending(tasks, "a")
         # Phase b (rasterising profiles) needs the day ranges recorded by phase a.
         tasks_b = phase_b_tasks(target, cfg, plan, journal.entries, fresh)
-        todo_b = runnable({k: v for k, v in tasks_b.items() if not journal.done(k)})
-        report.tasks_skipped += len(tasks_b) - len(todo_b)
-        _run_phase(runner, todo_b, journal, report, strict, phase="b")
+        run_pending(tasks_b, "b")
         # The observation table needs every chunk's rows, in time order: one task after phase b.
         task_t = table_task(target, cfg, tasks_b, journal.entries)
-        todo_t = runnable({k: v for k, v in task_t.items() if not journal.done(k)})
-        report.tasks_skipped += len(task_t) - len(todo_t)
-        _run_phase(runner, todo_t, journal, report, strict, phase="table")
+        run_pending(task_t, "table")
     keys = sorted(set(tasks) | set(tasks_b) | set(task_t))
     _collect(journal, report, keys)
     return keys
