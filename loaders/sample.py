@@ -103,33 +103,10 @@ def dense_target(win: WindowData) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _dense_target(win: WindowData) -> tuple[np.ndarray, np.ndarray]:
-    """As :func:`dense_target`, but values where invalid are left as they are (the hot path zeroes
-    them during the z-score anyway).
-
-    One pass with the tile's fixed water column: the weighted sum of the snapshots, accumulated
-    snapshot by snapshot (the order :func:`window_mean`'s einsum adds in, so the values are the
-    same to the bit), divided by the total weight, valid where that sum is finite and the cell is
-    water. Only water cells that some snapshot lacks (NaN or inf there; normally none, GLORYS's
-    mask is fixed) take the NaN-aware mean over the snapshots that have them. A cell whose mean is
-    not finite is invalid, so no NaN or inf is ever valid. With one snapshot that snapshot itself
-    is returned (read-only when the stream passed a cached chunk).
-    """
-    snaps, weights = win.glorys, np.asarray(win.glorys_days, np.float32)
-    water = win.water if win.water is not None else water_column(win.ocean, win.bottom_level, len(snaps[0]))
-    if len(snaps) == 1:
-        return snaps[0], np.isfinite(snaps[0]) & water
-    with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN sums are masked just below
-        y = np.multiply(snaps[0], weights[0], dtype=np.float32)
-        term = np.empty_like(y)
-        for s in range(1, len(snaps)):
-            y += np.multiply(snaps[s], weights[s], out=term)
-    valid = np.isfinite(y)
-    partial = np.flatnonzero(water & ~valid)
-    y /= np.float32(weights.sum())  # integer day counts: the float32 sum is exact
-    valid &= water
-    if len(partial):
-        mean, ok = _nan_aware_mean(np.stack([np.ravel(v)[partial] for v in snaps]), weights)
-        y.flat[partial], valid.flat[partial] = mean, ok
+    """As :func:`dense_target`, but values where invalid are left as they are: the window mean
+    of :func:`_target_zscored` (which states the rule), in degC, over all levels."""
+    y = np.empty(np.shape(win.glorys[0]), np.float32)
+    _, valid, _ = _target_zscored(win, (0, 0), y_out=y)
     return y, valid
 
 
@@ -139,12 +116,21 @@ LEVEL_BLOCK = 4
 
 
 def _target_zscored(win: WindowData, bands: tuple[int, int], z_out: np.ndarray | None = None,
-                    valid_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    valid_out: np.ndarray | None = None,
+                    y_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """y z-scored over ``bands`` (0 where invalid), y's validity over all levels, and y's level 0
-    in degC (arbitrary where invalid): :func:`_dense_target` followed by :func:`_zscore` of the
-    bands, to the bit, computed :data:`LEVEL_BLOCK` levels at a time so that each pass reads
-    cached data, with no window-sized temporaries. ``z_out`` ((bands, H, W) float32) and
-    ``valid_out`` ((levels, H, W) bool) are written instead of new arrays."""
+    in degC (arbitrary where invalid), computed :data:`LEVEL_BLOCK` levels at a time so that each
+    pass reads cached data, with no window-sized temporaries.
+
+    y is the window mean with the tile's fixed water column: the weighted sum of the snapshots,
+    accumulated snapshot by snapshot (the order :func:`window_mean`'s einsum adds in, so the values
+    are the same to the bit), divided by the total weight, valid where that sum is finite and the
+    cell is water. Only water cells that some snapshot lacks (NaN or inf there; normally none,
+    GLORYS's mask is fixed) take the NaN-aware mean over the snapshots that have them. A cell whose
+    mean is not finite is invalid, so no NaN or inf is ever valid. The z-score is
+    :func:`_zscore`'s. ``z_out`` ((bands, H, W) float32) and ``valid_out`` ((levels, H, W) bool)
+    are written instead of new arrays; ``y_out`` ((levels, H, W) float32) also receives y in degC
+    (arbitrary where invalid)."""
     snaps, weights = win.glorys, np.asarray(win.glorys_days, np.float32)
     shape = snaps[0].shape
     water = win.water if win.water is not None else water_column(win.ocean, win.bottom_level, shape[0])
@@ -162,9 +148,12 @@ def _target_zscored(win: WindowData, bands: tuple[int, int], z_out: np.ndarray |
         n = b - a
         if len(snaps) == 1:
             y = snaps[0][a:b]
+            if y_out is not None:
+                y = y_out[a:b]
+                y[...] = snaps[0][a:b]
             np.isfinite(y, out=valid[a:b])
         else:
-            y = acc[:n]
+            y = acc[:n] if y_out is None else y_out[a:b]
             with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN sums are masked below
                 np.multiply(snaps[0][a:b], weights[0], out=y, dtype=np.float32)
                 for k in range(1, len(snaps)):
@@ -187,22 +176,24 @@ def _target_zscored(win: WindowData, bands: tuple[int, int], z_out: np.ndarray |
             zs *= np.float32(1.0 / Y_STD_K)
             np.copyto(zs, np.float32(0), where=invalid[za - a:zb - a])
     partial = np.concatenate(partial) if partial else np.zeros(0, np.int64)
-    if len(partial):  # water cells some snapshot lacks: the NaN-aware mean, as _dense_target
+    if len(partial):  # water cells some snapshot lacks: the NaN-aware mean
         mean, ok = _nan_aware_mean(np.stack([np.ravel(v)[partial] for v in snaps]), weights)
         valid.flat[partial] = ok
         plane = shape[1] * shape[2]
         level, rest = np.divmod(partial, plane)
         first = level == 0
         level0.flat[rest[first]] = mean[first]
+        if y_out is not None:
+            y_out.flat[partial] = mean
         banded = (level >= lo) & (level < hi)
         zp = _zscore(mean[banded], ok[banded])
-        z.reshape(hi - lo, -1)[level[banded] - lo, rest[banded]] = zp
+        z.reshape(hi - lo, plane)[level[banded] - lo, rest[banded]] = zp
     return z, valid, level0
 
 
 def _nan_aware_mean(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(S, N) values -> weighted mean over the finite ones (N,), and where it is finite; summed
-    snapshot by snapshot like :func:`_dense_target`."""
+    snapshot by snapshot like :func:`_target_zscored`."""
     num = np.zeros(values.shape[1], np.float32)
     den = np.zeros(values.shape[1], np.float32)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -344,7 +335,7 @@ def assemble(win: WindowData, cfg: DatasetConfig, rng: np.random.Generator, *, c
              coords: tuple[float, float], info: dict, out: dict | None = None) -> dict:
     """The sample dict of DESIGN.md section 6 (numpy; the stream turns it into tensors).
 
-    One pass per field: y is the window mean of :func:`_dense_target` z-scored over the bands,
+    One pass per field: y is the window mean of :func:`_target_zscored` z-scored over the bands,
     x is z-scored only where observed (a few hundred profile voxels; tracks x is y's z-score where
     the pattern observes it), and invalid values are 0. Every float array is finite by
     construction (invalid and non-finite values are masked), so no finite-check pass follows;

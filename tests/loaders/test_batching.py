@@ -150,7 +150,8 @@ def test_builder_refuses_a_sample_of_another_shape():
 
 @pytest.mark.parametrize("snapshots", [1, 2, 3])
 def test_blocked_target_equals_the_window_mean_then_zscore_to_the_bit(snapshots):
-    """``_target_zscored`` (level blocks, in place) against the whole-window functions it replaces,
+    """``_target_zscored`` (level blocks, in place) and ``_dense_target`` (its degC form) against a
+    plain numpy NaN-aware weighted mean summed snapshot by snapshot, then the z-score, to the bit,
     with NaN and inf in some snapshots (the NaN-aware cells) and a seabed and land."""
     rng = np.random.default_rng(snapshots)
     levels, h, w = 11, 9, 7
@@ -161,12 +162,23 @@ def test_blocked_target_equals_the_window_mean_then_zscore_to_the_bit(snapshots)
     glorys[0, 0, 0, 0] = np.inf
     ocean = rng.random((h, w)) > 0.2
     bottom = rng.integers(0, levels + 1, (h, w))
-    win = WindowData(sst_k=None, glorys=list(glorys), glorys_days=np.arange(1, snapshots + 1), count=None,
+    days = np.arange(1, snapshots + 1)
+    win = WindowData(sst_k=None, glorys=list(glorys), glorys_days=days, count=None,
                      total=None, ocean=ocean, bottom_level=bottom, north_up=True)
-    y, valid = _dense_target(win)
+    num, den = np.zeros((levels, h, w), np.float32), np.zeros((levels, h, w), np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for g, weight in zip(glorys, days.astype(np.float32)):
+            ok = np.isfinite(g)
+            num += np.where(ok, g, np.float32(0)) * weight
+            den += ok * weight
+        mean = num / den
+    valid = ocean[None] & (np.arange(levels)[:, None, None] < bottom[None]) & np.isfinite(mean)
+    y, y_valid = _dense_target(win)
+    np.testing.assert_array_equal(y_valid, valid)
+    assert y[valid].tobytes() == mean[valid].tobytes()
     for bands in ((0, levels), (1, 4), (3, 11)):
         z, v, y0 = _target_zscored(win, bands)
         np.testing.assert_array_equal(v, valid)
-        expected = _zscore(y[bands[0]:bands[1]], valid[bands[0]:bands[1]])
+        expected = _zscore(mean[bands[0]:bands[1]], valid[bands[0]:bands[1]])
         assert z.tobytes() == expected.tobytes()
-        assert y0[valid[0]].tobytes() == y[0][valid[0]].tobytes()
+        assert y0[valid[0]].tobytes() == mean[0][valid[0]].tobytes()
