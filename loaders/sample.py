@@ -57,6 +57,16 @@ class WindowData:
             return self.count, self.total
         return spread_cells(self.profiles, self.ocean.shape)
 
+    def profile_cells(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``profiles``, or the same sparse form gathered from ``count`` and ``total``: the pixels
+        with a count at some level."""
+        if self.profiles is not None:
+            return self.profiles
+        levels = len(self.count)
+        count, total = np.reshape(self.count, (levels, -1)), np.reshape(self.total, (levels, -1))
+        pixels = np.flatnonzero((count > 0).any(axis=0))
+        return pixels, count[:, pixels].T, total[:, pixels].T
+
 
 def spread_cells(cells: tuple[np.ndarray, np.ndarray, np.ndarray],
                  shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -273,21 +283,13 @@ def _sparse_input_zscored(win: WindowData, cfg: DatasetConfig, y_z: np.ndarray, 
     x = np.empty(shape, np.float32) if x is None else x
     valid = np.empty(shape, bool) if valid is None else valid
     if cfg.x.source == "argo":
-        if win.count is None and win.profiles is not None:
-            # sparse sums: the observed (level, pixel)s straight from the few observed pixels
-            pixels, count, total = win.profiles
-            level, k = np.nonzero(count[:, lo:hi].T > 0)
-            seen = (level, *np.unravel_index(pixels[k], valid.shape[1:]))
-            x_c = np.asarray(total[k, lo + level] / count[k, lo + level], dtype=np.float32)
-            valid[...] = False
-            valid[seen] = True
-        else:
-            count, total = win.count[lo:hi], win.total[lo:hi]  # views (north-up: rows reversed)
-            np.greater(count, 0, out=valid)
-            # A few hundred observed voxels: divide and check only those (flat indices of the
-            # contiguous mask, unravelled: faster than nonzero() or .flat on the reversed views).
-            seen = np.unravel_index(np.flatnonzero(valid), valid.shape)
-            x_c = np.asarray(total[seen] / count[seen], dtype=np.float32)
+        # the observed (level, pixel)s straight from the few observed pixels' sums
+        pixels, count, total = win.profile_cells()
+        level, k = np.nonzero(count[:, lo:hi].T > 0)
+        seen = (level, *np.unravel_index(pixels[k], valid.shape[1:]))
+        x_c = np.asarray(total[k, lo + level] / count[k, lo + level], dtype=np.float32)
+        valid[...] = False
+        valid[seen] = True
         if not np.isfinite(x_c).all():
             raise ValueError(f"x holds {int((~np.isfinite(x_c)).sum())} non-finite values (profile sums)")
         x[...] = 0
