@@ -25,6 +25,7 @@ Batch boundaries are those of ``DataLoader(stream, batch_size=B, drop_last=...)`
 
 from __future__ import annotations
 
+import os
 import weakref
 
 import numpy as np
@@ -38,27 +39,41 @@ class BatchMemory:
     Each tensor is ``torch.from_numpy`` of a fresh view of a kept numpy array; torch holds that
     view for as long as the tensor or any view of it lives, so a dead weak reference to it means
     no tensor of that batch is left and the arrays can back the next batch. Keeps at most
-    ``keep`` sets of arrays; a set still in use when more are needed is left to whoever holds it."""
+    ``keep`` sets of arrays (the most recently used; a training loop holding one batch while the
+    next is built needs two per batch shape, train and validation streams of other shapes two
+    more); a set still in use when more are needed is left to whoever holds it."""
 
-    def __init__(self, keep: int = 2):
+    def __init__(self, keep: int = 4):
         self.keep = keep
-        self._sets: list[tuple[tuple, dict[str, np.ndarray], list]] = []
+        self._sets: list[tuple[tuple, dict[str, np.ndarray], list]] = []  # least recently used first
 
     def tensors(self, specs: dict[str, tuple[tuple[int, ...], np.dtype]]) -> dict[str, torch.Tensor]:
         """Uninitialised tensors of the given ``{key: (shape, dtype)}``."""
         signature = tuple((k, tuple(shape), np.dtype(dtype).str) for k, (shape, dtype) in specs.items())
         for i, (sig, arrays, leases) in enumerate(self._sets):
             if sig == signature and all(ref() is None for ref in leases):
+                self._sets.pop(i)
                 break
         else:
             arrays = {k: np.empty(shape, dtype) for k, (shape, dtype) in specs.items()}
             if len(self._sets) >= self.keep:
                 self._sets.pop(0)
-            self._sets.append((signature, arrays, []))
-            i = len(self._sets) - 1
         views = {k: a[...] for k, a in arrays.items()}  # new objects: torch holds these, we watch them
-        self._sets[i] = (signature, arrays, [weakref.ref(v) for v in views.values()])
+        self._sets.append((signature, arrays, [weakref.ref(v) for v in views.values()]))
         return {k: torch.from_numpy(v) for k, v in views.items()}
+
+
+_process_memory: tuple[int, BatchMemory] | None = None
+
+
+def process_memory() -> BatchMemory:
+    """This process's :class:`BatchMemory`, shared by every stream in it (kept across passes and
+    streams, so every epoch after the first, a validation stream or a new stream of the same
+    batch shape reuses the same pages; a forked child starts its own)."""
+    global _process_memory
+    if _process_memory is None or _process_memory[0] != os.getpid():
+        _process_memory = (os.getpid(), BatchMemory())
+    return _process_memory[1]
 
 
 class BatchBuilder:

@@ -96,7 +96,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from cube.errors import ConfigError
 from cube.tiling import block_order
 
-from .batching import BatchBuilder, BatchMemory, CubeBatches
+from .batching import BatchBuilder, CubeBatches, process_memory
 from .config import DatasetConfig
 from .corruption import sample_rng
 from .reader import CubeReader
@@ -268,10 +268,10 @@ class CubeStream(IterableDataset):
         """One pass of this process's shard as batches (what :meth:`batched` iterates): runs of
         ``batch_size`` samples in yield order, the last one shorter unless ``drop_last``;
         ``shared`` allocates them in shared memory (DataLoader workers)."""
-        batch, memory = None, self._batch_memory()
+        batch, memory = None, process_memory()
         for index, epoch, shard, position, left in self._visits():
-            if batch is None:
-                batch = BatchBuilder(min(batch_size, left), shared=shared, memory=memory)
+            if batch is None:  # a short last batch is the first rows of a whole one's memory
+                batch = BatchBuilder(batch_size, shared=shared, memory=memory)
             slot = batch.slot()
             sample = self._sample_or_skip(index, epoch, shard, position, out=slot)
             if sample is not None:
@@ -282,19 +282,6 @@ class CubeStream(IterableDataset):
                 if whole or not drop_last:
                     yield batch.result()
                 batch = None
-
-    def _batch_memory(self) -> BatchMemory:
-        """This process's :class:`BatchMemory` (kept across passes, so every epoch after the first
-        reuses the same pages; never pickled, never shared with a fork)."""
-        owner = getattr(self, "_memory", None)
-        if owner is None or owner[0] != os.getpid():
-            owner = self._memory = (os.getpid(), BatchMemory())
-        return owner[1]
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state.pop("_memory", None)  # batch memory stays in its process
-        return state
 
     def _visits(self):
         """The windows of this process's pass, in order: (window index, epoch, shard, position
