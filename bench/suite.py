@@ -6,7 +6,12 @@ same batch size):
 
 * ``depthcube_w{0,2}``: ``CubeStream`` (split ``all``) through a torch DataLoader, 0 and 2 workers,
   its batches assembled in place (``stream.batched``, ``batch_size=None``); ``depthcube_collate_w0``
-  the per-sample stream under torch's default collate (``DataLoader(stream, batch_size=B)``);
+  the per-sample stream under torch's default collate (``DataLoader(stream, batch_size=B)``).
+  At 0 workers ``depthcube_first_w0`` is the process's first batched stream (its batch memory
+  touched for the first time) and ``depthcube_w0`` a second, new stream after it: empty caches,
+  every chunk read and decoded again, the batch memory of the first reused (one per process),
+  which is what every epoch of a training run on a cube larger than the decoded cache costs;
+  the ratios use ``depthcube_w0``;
 * ``peer1_reference_w{0,2}``: :class:`bench.peers.ReferenceRawDataset` on the raw demo files;
 * ``peer2_xbatcher_w{0,2}``: xbatcher's torch ``MapDataset`` over the dask-opened cube, and
   ``peer2_xbatcher_nodask_w{0,2}`` over the cube opened with ``chunks=None`` (its fastest
@@ -29,7 +34,10 @@ scheduler threads: that is how it is documented to run.
 
 Fresh memory. Before the loaders run, the process touches and frees ``warm_bytes`` (2 GiB, quick
 64 MiB) once (:func:`warm_memory`): on the shared VMs the first touch of memory a process never
-used runs at about 0.6 GB/s, and the first loader measured paid it for all the others.
+used runs at about 0.6 GB/s, and the first loader measured paid it for all the others. Memory
+the kernel backs with fresh 2 MB pages (numpy asks for them for large arrays, so batch memory
+gets them) is slower still at first touch on these VMs and is not helped by this warm-up: that
+is what ``depthcube_first_w0`` pays beside ``depthcube_w0``.
 
 Slow peers run on a prefix of the window order, capped by a time budget: every entry reports the
 number of samples it measured. ``samples_per_s`` is the steady rate after the first batch (the
@@ -380,6 +388,8 @@ def compare_loaders(cube: str, demo: str | None, settings: BenchSettings, datase
         if w == 0:
             echo("  depthcube, per-sample stream + default collate, 0 workers ...")
             out["depthcube_collate_w0"] = bench_depthcube(stream, order, settings, 0, collate=True)
+            out["depthcube_first_w0"] = bench_depthcube(stream, order, settings, 0)
+            echo("  depthcube, 0 workers, a second stream (every chunk decoded again) ...")
         out[f"depthcube_w{w}"] = bench_depthcube(stream, order, settings, w)
         if demo:
             echo(f"  peer 1 (reference raw NetCDF), {w} workers ...")

@@ -125,7 +125,8 @@ def test_bench_quick_writes_the_report(tmp_path):
     r = json.loads(out.read_text())
     assert r["schema"] == "depthcube-bench/1" and r["quick"] is True and r["windows"] > 0
     names = ("depthcube", "peer1_reference", "peer2_xbatcher", "peer2_xbatcher_nodask")
-    expected = {f"{name}_w{w}" for name in names for w in (0, 2)} | {"limit", "write_floor", "depthcube_collate_w0"}
+    expected = {f"{name}_w{w}" for name in names for w in (0, 2)} | {"limit", "write_floor", "depthcube_collate_w0",
+                                                                              "depthcube_first_w0"}
     assert set(r["loaders"]) == expected
     for name, entry in r["loaders"].items():
         assert set(LOADER_KEYS) <= set(entry), name
