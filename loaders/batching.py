@@ -45,6 +45,7 @@ class BatchMemory:
 
     def __init__(self, keep: int = 4):
         self.keep = keep
+        self.allocations = 0  # sets of arrays allocated so far
         self._sets: list[tuple[tuple, dict[str, np.ndarray], list]] = []  # least recently used first
 
     def tensors(self, specs: dict[str, tuple[tuple[int, ...], np.dtype]]) -> dict[str, torch.Tensor]:
@@ -56,6 +57,7 @@ class BatchMemory:
                 break
         else:
             arrays = {k: np.empty(shape, dtype) for k, (shape, dtype) in specs.items()}
+            self.allocations += 1
             if len(self._sets) >= self.keep:
                 self._sets.pop(0)
         views = {k: a[...] for k, a in arrays.items()}  # new objects: torch holds these, we watch them

@@ -314,7 +314,7 @@ class CubeReader:
         found = []
         for block, (a, b) in index.ranges(time, rows, cols):
             at = np.arange(a, b)
-            day, row, col = (self._table_rows(f"profiles/obs_{f}", at) for f in ("day", "row", "col"))
+            day, row, col = (self._table_range(f"profiles/obs_{f}", a, b) for f in ("day", "row", "col"))
             index.check_block(block, day, row, col, a, b)
             keep = (day >= time.start) & (day < time.stop) & (row >= rows.start) & (row < rows.stop) & (position[col] >= 0)
             found.append((at[keep], row[keep] - rows.start, position[col[keep]]))
@@ -322,10 +322,23 @@ class CubeReader:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
         return tuple(np.concatenate(parts) for parts in zip(*found))
 
+    def _table_range(self, path: str, a: int, b: int) -> np.ndarray:
+        """``path[a:b]`` (consecutive rows of an observation-table array), from cached chunks (read-only)."""
+        arr = self.array(path)
+        per_chunk = arr.chunks[0]
+        parts = []
+        for k in range(a // per_chunk, (b - 1) // per_chunk + 1):
+            block, origin = self._chunk(path, arr, (k,) + (0,) * (arr.ndim - 1))
+            parts.append(block[max(a, origin[0]) - origin[0]:min(b, origin[0] + per_chunk) - origin[0]])
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)  # one chunk: a read-only view
+
     def _table_rows(self, path: str, at: np.ndarray) -> np.ndarray:
         """``path[at]`` (rows of an observation-table array), from cached chunks."""
         arr = self.array(path)
         per_chunk = arr.chunks[0]
+        if at.size and at.min() // per_chunk == at.max() // per_chunk:  # one chunk: the usual case
+            block, origin = self._chunk(path, arr, (int(at[0]) // per_chunk,) + (0,) * (arr.ndim - 1))
+            return block[at - origin[0]]
         out = np.empty((at.size,) + arr.shape[1:], arr.dtype)
         chunk_of = at // per_chunk
         for k in np.unique(chunk_of):

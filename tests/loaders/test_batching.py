@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from loaders import CubeStream, StreamLoader, load_dataset_config
-from loaders.batching import BatchBuilder, BatchMemory
+from loaders.batching import BatchBuilder, BatchMemory, process_memory
 from loaders.sample import _dense_target, _target_zscored, _zscore, WindowData
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "dataset.yaml"
@@ -99,8 +99,22 @@ def test_later_epochs_short_batches_and_new_streams_reuse_the_first_pages(tiny_c
     whole = {p[1:] for p in first if p[0] == size}
     assert len(whole) <= 2  # the loop holds one batch while the next is built: two sets at most
     assert all(p[1:] in whole for p in first)  # the short batch too
+    allocated = process_memory().allocations
     assert {p[1:] for p in pointers(stream)} <= whole
     assert {p[1:] for p in pointers(CubeStream(str(tiny_cube), cfg, split="all", shuffle=False))} <= whole
+    assert process_memory().allocations == allocated
+
+    # Lightning's fetcher holds the next batch before the loop gets the current one: three sets
+    # in use at once, and still no new allocation after the first epoch
+    def one_ahead(s):
+        held = None
+        for b in DataLoader(s.batched(size), batch_size=None):
+            held = (held[1], b) if held else (None, b)
+        del held
+        return process_memory().allocations
+
+    after_first = one_ahead(stream)
+    assert one_ahead(stream) == one_ahead(stream) == after_first
 
 
 def test_batch_memory_reuses_arrays_only_once_released():
