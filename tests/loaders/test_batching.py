@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from loaders import CubeStream, StreamLoader, load_dataset_config
+from loaders import batching
 from loaders.batching import BatchBuilder, BatchMemory, process_memory
 from loaders.sample import _dense_target, _target_zscored, _zscore, WindowData
 
@@ -83,10 +84,11 @@ def test_a_held_batch_is_never_overwritten_by_the_next_ones(tiny_cube):
             assert torch.equal(views[i // 2], c["y"][1:])
 
 
-def test_later_epochs_short_batches_and_new_streams_reuse_the_first_pages(tiny_cube):
+def test_later_epochs_short_batches_and_new_streams_reuse_the_first_pages(tiny_cube, monkeypatch):
     """Steady training touches no fresh memory: after the first epoch, every batch (the short
     last one included: the first rows of a whole batch's memory) and every batch of a second
     stream of the same shape in this process lies in memory the first epoch allocated."""
+    monkeypatch.setattr(batching, "_process_memory", None)  # this test's process memory starts empty
     cfg = load_dataset_config(CONFIGS, "argo_real")
     stream = CubeStream(str(tiny_cube), cfg, split="all", shuffle=False)
     size = next(b for b in (5, 4, 3, 7) if len(stream) % b and len(stream) > 2 * b)  # ends on a short batch
