@@ -64,6 +64,10 @@ class BatchMemory:
         self._sets.append((signature, arrays, [weakref.ref(v) for v in views.values()]))
         return {k: torch.from_numpy(v) for k, v in views.items()}
 
+    def clear(self) -> None:
+        """Let go of every kept set (batches still referenced stay valid; the rest is freed)."""
+        self._sets.clear()
+
 
 _process_memory: tuple[int, BatchMemory] | None = None
 
@@ -71,7 +75,8 @@ _process_memory: tuple[int, BatchMemory] | None = None
 def process_memory() -> BatchMemory:
     """This process's :class:`BatchMemory`, shared by every stream in it (kept across passes and
     streams, so every epoch after the first, a validation stream or a new stream of the same
-    batch shape reuses the same pages; a forked child starts its own)."""
+    batch shape reuses the same pages; a forked child starts its own). It stays for the life of
+    the process; ``process_memory().clear()`` frees it (e.g. in a notebook, after training)."""
     global _process_memory
     if _process_memory is None or _process_memory[0] != os.getpid():
         _process_memory = (os.getpid(), BatchMemory())

@@ -117,6 +117,8 @@ def test_later_epochs_short_batches_and_new_streams_reuse_the_first_pages(tiny_c
 
     after_first = one_ahead(stream)
     assert one_ahead(stream) == one_ahead(stream) == after_first
+    process_memory().clear()
+    assert one_ahead(stream) > after_first  # cleared: allocated again
 
 
 def test_batch_memory_reuses_arrays_only_once_released():
