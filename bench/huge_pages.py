@@ -9,6 +9,14 @@ the setting off and on (each in its own subprocess, torch and BLAS pinned to one
 rounds, medians), against stacking into a reused buffer (no page faults: the floor). Run:
 
     .venv/bin/python -m bench.huge_pages [--batch 32] [--rounds 5]
+
+With ``--stream CUBE`` it times a whole ``CubeStream`` instead (:func:`run_stream`): the three
+passes of :mod:`bench.assembly_ab` with numpy's huge pages on (its default; the batch memory is
+numpy arrays) and off (``NUMPY_MADVISE_HUGEPAGE=0``). On this project's VMs a fresh 2 MB page is
+slow to touch the first time (the first pass pays that for its batch memory), and 2 MB pages are
+faster ever after (fewer TLB misses while a batch is written):
+
+    .venv/bin/python -m bench.huge_pages --stream data/cube.zarr --rounds 3
 """
 
 from __future__ import annotations
@@ -53,11 +61,35 @@ def run(batch: int = 32, rounds: int = 5, reps: int = 10) -> dict:
             "off_over_on": med["0"]["fresh_ms"] / med["1"]["fresh_ms"]}
 
 
+def run_stream(cube: str, rounds: int = 3, preset: str = "argo_real", samples: int = 256) -> dict:
+    """Samples/s of the three passes of :mod:`bench.assembly_ab` (this tree, 0 workers, batch 32)
+    with numpy's huge pages on (its default) and off (``NUMPY_MADVISE_HUGEPAGE=0``), each run a
+    fresh process, interleaved rounds, medians."""
+    from bench.assembly_ab import MEASURE, PASSES, ROOT, THREAD_ENV
+
+    runs: dict[str, list[dict]] = {"1": [], "0": []}
+    for _ in range(rounds):
+        for setting in runs:
+            env = {**os.environ, **THREAD_ENV, "NUMPY_MADVISE_HUGEPAGE": setting, "PYTHONPATH": str(ROOT)}
+            out = subprocess.run([sys.executable, "-c", MEASURE, cube, preset, str(samples)], cwd=ROOT, env=env,
+                                 capture_output=True, text=True, check=True)
+            runs[setting].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return {("on" if s == "1" else "off"): {p: statistics.median(r[p] for r in rs) for p in PASSES}
+            for s, rs in runs.items()}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--stream", metavar="CUBE", help="time CubeStream passes over CUBE instead (see run_stream)")
     args = ap.parse_args(argv)
+    if args.stream:
+        r = run_stream(args.stream, args.rounds)
+        print(f"argo_real, 0 workers, batch 32, samples/s (medians of {args.rounds} rounds):")
+        for setting, passes in r.items():
+            print(f"  numpy huge pages {setting:3s}  " + "  ".join(f"{k} {v:7.1f}" for k, v in passes.items()))
+        return r
     r = run(args.batch, args.rounds)
     print(f"torch.stack of {r['batch']} y samples ({r['batch_mb']:.0f} MB), median ms per batch:")
     print(f"  fresh memory, THP_MEM_ALLOC_ENABLE=0  {r['fresh_ms_thp_off']:8.1f}")

@@ -9,7 +9,11 @@ of the time of a batch (issue 13). :meth:`loaders.stream.CubeStream.batched` giv
 * the batch's tensors come from a :class:`BatchMemory`: memory of an earlier batch is used again
   once torch has let go of every tensor (and view) of it, so the training loop may keep a batch
   as long as it likes, and steady training touches no fresh pages (fresh memory costs the kernel
-  zeroing it first: 16 % of an argo_real run's time before). Inside a DataLoader worker the
+  zeroing it first: 16 % of an argo_real run's time before). One :func:`process_memory` serves
+  every stream of the process: later epochs, a validation stream, a new stream of the same shape
+  and the short last batch (the first rows of a whole batch's memory) allocate nothing new, also
+  under Lightning's fetcher, which holds the next batch while the loop has the current one (up
+  to four sets are kept). Inside a DataLoader worker the
   tensors are allocated in shared memory instead, where torch would otherwise copy them to send
   them to the training process;
 * :func:`loaders.sample.assemble` writes the big fields of each sample into its slot
