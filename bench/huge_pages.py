@@ -11,10 +11,10 @@ rounds, medians), against stacking into a reused buffer (no page faults: the flo
     .venv/bin/python -m bench.huge_pages [--batch 32] [--rounds 5]
 
 With ``--stream CUBE`` it times a whole ``CubeStream`` instead (:func:`run_stream`): the three
-passes of :mod:`bench.assembly_ab` with numpy's huge pages on (its default; the batch memory is
-numpy arrays) and off (``NUMPY_MADVISE_HUGEPAGE=0``). On this project's VMs a fresh 2 MB page is
-slow to touch the first time (the first pass pays that for its batch memory), and 2 MB pages are
-faster ever after (fewer TLB misses while a batch is written):
+passes of :mod:`bench.assembly_ab` with the batch memory (:class:`loaders.batching.BatchMemory`)
+on 2 MB pages (``DEPTHCUBE_BATCH_HUGE_PAGES=1``) and on 4 KB pages (the default). On this
+project's VMs a fresh 2 MB page is slow to touch the first time, which the first pass pays for
+its batch memory; the passes after it reuse that memory either way:
 
     .venv/bin/python -m bench.huge_pages --stream data/cube.zarr --rounds 3
 """
@@ -63,14 +63,14 @@ def run(batch: int = 32, rounds: int = 5, reps: int = 10) -> dict:
 
 def run_stream(cube: str, rounds: int = 3, preset: str = "argo_real", samples: int = 256) -> dict:
     """Samples/s of the three passes of :mod:`bench.assembly_ab` (this tree, 0 workers, batch 32)
-    with numpy's huge pages on (its default) and off (``NUMPY_MADVISE_HUGEPAGE=0``), each run a
-    fresh process, interleaved rounds, medians."""
+    with the batch memory on 2 MB pages and on 4 KB pages (``DEPTHCUBE_BATCH_HUGE_PAGES`` 1 and
+    0), each run a fresh process, interleaved rounds, medians."""
     from bench.assembly_ab import MEASURE, PASSES, ROOT, THREAD_ENV
 
     runs: dict[str, list[dict]] = {"1": [], "0": []}
     for _ in range(rounds):
         for setting in runs:
-            env = {**os.environ, **THREAD_ENV, "NUMPY_MADVISE_HUGEPAGE": setting, "PYTHONPATH": str(ROOT)}
+            env = {**os.environ, **THREAD_ENV, "DEPTHCUBE_BATCH_HUGE_PAGES": setting, "PYTHONPATH": str(ROOT)}
             out = subprocess.run([sys.executable, "-c", MEASURE, cube, preset, str(samples)], cwd=ROOT, env=env,
                                  capture_output=True, text=True, check=True)
             runs[setting].append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
         r = run_stream(args.stream, args.rounds)
         print(f"argo_real, 0 workers, batch 32, samples/s (medians of {args.rounds} rounds):")
         for setting, passes in r.items():
-            print(f"  numpy huge pages {setting:3s}  " + "  ".join(f"{k} {v:7.1f}" for k, v in passes.items()))
+            print(f"  batch memory on {'2 MB' if setting == 'on' else '4 KB'} pages  " + "  ".join(f"{k} {v:7.1f}" for k, v in passes.items()))
         return r
     r = run(args.batch, args.rounds)
     print(f"torch.stack of {r['batch']} y samples ({r['batch_mb']:.0f} MB), median ms per batch:")

@@ -29,6 +29,7 @@ Batch boundaries are those of ``DataLoader(stream, batch_size=B, drop_last=...)`
 
 from __future__ import annotations
 
+import mmap
 import os
 import weakref
 
@@ -42,13 +43,16 @@ class BatchMemory:
 
     Each tensor is ``torch.from_numpy`` of a fresh view of a kept numpy array; torch holds that
     view for as long as the tensor or any view of it lives, so a dead weak reference to it means
-    no tensor of that batch is left and the arrays can back the next batch. Keeps at most
+    no tensor of that batch is left and the arrays can back the next batch. The arrays lie on
+    4 KB pages unless ``huge_pages`` (default: ``DEPTHCUBE_BATCH_HUGE_PAGES=1`` in the
+    environment; see :func:`_batch_array`). Keeps at most
     ``keep`` sets of arrays (the most recently used; a training loop holding one batch while the
     next is built needs two per batch shape, train and validation streams of other shapes two
     more); a set still in use when more are needed is left to whoever holds it."""
 
-    def __init__(self, keep: int = 4):
+    def __init__(self, keep: int = 4, huge_pages: bool | None = None):
         self.keep = keep
+        self.huge_pages = (os.environ.get("DEPTHCUBE_BATCH_HUGE_PAGES", "0") == "1") if huge_pages is None else huge_pages
         self.allocations = 0  # sets of arrays allocated so far
         self._sets: list[tuple[tuple, dict[str, np.ndarray], list]] = []  # least recently used first
 
@@ -60,7 +64,7 @@ class BatchMemory:
                 self._sets.pop(i)
                 break
         else:
-            arrays = {k: np.empty(shape, dtype) for k, (shape, dtype) in specs.items()}
+            arrays = {k: _batch_array(shape, dtype, self.huge_pages) for k, (shape, dtype) in specs.items()}
             self.allocations += 1
             if len(self._sets) >= self.keep:
                 self._sets.pop(0)
@@ -71,6 +75,22 @@ class BatchMemory:
     def clear(self) -> None:
         """Let go of every kept set (batches still referenced stay valid; the rest is freed)."""
         self._sets.clear()
+
+
+def _batch_array(shape: tuple[int, ...], dtype, huge_pages: bool) -> np.ndarray:
+    """An uninitialised array for batch memory: on 4 KB pages (anonymous memory advised
+    ``MADV_NOHUGEPAGE``) unless ``huge_pages``, then ``np.empty`` (numpy asks for 2 MB pages for
+    arrays of 4 MB and more). Batch memory is touched once per process and reused ever after; on
+    this project's VMs a fresh 2 MB page costs far more at first touch than 4 KB pages (the first
+    pass of argo_real at batch 32: 187 against 321 samples/s), later passes run the same
+    (``python -m bench.huge_pages --stream data/cube.zarr``)."""
+    count = int(np.prod(shape))
+    nbytes = count * np.dtype(dtype).itemsize
+    if huge_pages or nbytes < 2**22 or not hasattr(mmap, "MADV_NOHUGEPAGE"):
+        return np.empty(shape, dtype)
+    block = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    block.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(block, dtype, count=count).reshape(shape)
 
 
 _process_memory: tuple[int, BatchMemory] | None = None
