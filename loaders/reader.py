@@ -295,9 +295,16 @@ class CubeReader:
         pixels, inverse = np.unique(((h - 1 - r) if north_up else r) * w + c, return_inverse=True)
         count = np.zeros((len(pixels), nlev), np.int32)
         total = np.zeros((len(pixels), nlev), np.float32)
-        if at.size:  # np.add.at adds in the rows' order: each pixel's days in order
-            np.add.at(count, inverse, self._table_rows("profiles/obs_count", at))
-            np.add.at(total, inverse, self._table_rows("profiles/obs_sum", at))
+        if at.size:
+            row_count, row_sum = self._table_rows("profiles/obs_count", at), self._table_rows("profiles/obs_sum", at)
+            # a pixel with one row takes it as it is (0 + x: -0.0 becomes 0.0, as the sum gives);
+            # the others' rows are added with np.add.at, in the rows' order: each pixel's days in order
+            single = np.bincount(inverse, minlength=len(pixels))[inverse] == 1
+            count[inverse[single]] = row_count[single]
+            total[inverse[single]] = row_sum[single] + np.float32(0)
+            if not single.all():
+                np.add.at(count, inverse[~single], row_count[~single])
+                np.add.at(total, inverse[~single], row_sum[~single])
         return pixels, count, total
 
     def observed_rows(self, time: slice, rows: slice, cols: np.ndarray | slice) -> tuple[np.ndarray, ...]:

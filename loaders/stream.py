@@ -78,6 +78,7 @@ caught by the DataLoader's ``timeout=`` (pass it to StreamLoader).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import time as _time
@@ -144,6 +145,7 @@ class CubeStream(IterableDataset):
         self.windows = Windows(self.reader, self.config, split)
         self._rank, self._world = rank, world_size
         self._statics: dict = {}
+        self._nearest: dict = {}  # window days -> (snapshots used, days each serves)
         self._clock = torch.zeros((MAX_WORKERS, 4), dtype=torch.int64).share_memory_()
         self._clock[:, _LAST] = -1
         self._resume: dict | None = None   # the loaded state whose positions the next pass skips
@@ -381,8 +383,18 @@ class CubeStream(IterableDataset):
         )
 
     def _snapshots(self, w: Window) -> tuple[np.ndarray, np.ndarray]:
-        """The GLORYS snapshots nearest to the window's days, and how many days each serves."""
-        return np.unique(nearest_snapshots(self.reader.days[w.time], self.reader.glorys_times), return_counts=True)
+        """The GLORYS snapshots nearest to the window's days, and how many days each serves
+        (read-only; kept per window days: a window's chunk list and its read both ask)."""
+        key = (w.time.start, w.time.stop)
+        found = self._nearest.get(key)
+        if found is None:
+            if len(self._nearest) >= 4096:
+                self._nearest.clear()
+            found = np.unique(nearest_snapshots(self.reader.days[w.time], self.reader.glorys_times), return_counts=True)
+            for a in found:
+                a.flags.writeable = False
+            self._nearest[key] = found
+        return found
 
     def window_chunks(self, index: int) -> list[tuple[str, tuple[int, ...]]]:
         """The ``(array path, chunk index)`` of every chunk :meth:`read_window` reads for window
@@ -542,12 +554,14 @@ def box_chunks(shape: tuple[int, ...], chunks: tuple[int, ...], lead: slice, row
                cols: np.ndarray | slice) -> list[tuple[int, ...]]:
     """Chunk indices of an array ``(lead, *middle, rows, cols)`` that ``[lead, :, ..., rows, cols]``
     touches (``cols`` an index array for a dateline-wrapping tile), in C order."""
-    cols = np.arange(cols.start, cols.stop) if isinstance(cols, slice) else np.asarray(cols)
+    if isinstance(cols, slice):
+        col_chunks = range(cols.start // chunks[-1], (cols.stop - 1) // chunks[-1] + 1)
+    else:
+        col_chunks = [int(c) for c in np.unique(np.asarray(cols) // chunks[-1])]
     per_dim = [range(lead.start // chunks[0], (lead.stop - 1) // chunks[0] + 1)]
     per_dim += [range(-(-shape[d] // chunks[d])) for d in range(1, len(shape) - 2)]
-    per_dim += [range(rows.start // chunks[-2], (rows.stop - 1) // chunks[-2] + 1), np.unique(cols // chunks[-1])]
-    grids = np.meshgrid(*[np.asarray(list(r)) for r in per_dim], indexing="ij")
-    return [tuple(int(v) for v in k) for k in zip(*(g.ravel() for g in grids))]
+    per_dim += [range(rows.start // chunks[-2], (rows.stop - 1) // chunks[-2] + 1), col_chunks]
+    return list(itertools.product(*per_dim))  # the last dimension fastest: C order
 
 
 def in_place_batches(stream: CubeStream, dataloader_kwargs: dict) -> tuple[IterableDataset, dict]:
