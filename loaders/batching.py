@@ -12,8 +12,9 @@ of the time of a batch (issue 13). :meth:`loaders.stream.CubeStream.batched` giv
   zeroing it first: 16 % of an argo_real run's time before). One :func:`process_memory` serves
   every stream of the process: later epochs, a validation stream, a new stream of the same shape
   and the short last batch (the first rows of a whole batch's memory) allocate nothing new, also
-  under Lightning's fetcher, which holds the next batch while the loop has the current one (up
-  to four sets are kept). Inside a DataLoader worker the
+  when the loop fetches the next batch before it is done with the current one (Lightning's
+  fetcher does for a loader without a length): up to four sets are kept. Inside a DataLoader
+  worker the
   tensors are allocated in shared memory instead, where torch would otherwise copy them to send
   them to the training process;
 * :func:`loaders.sample.assemble` writes the big fields of each sample into its slot

@@ -106,8 +106,9 @@ def test_later_epochs_short_batches_and_new_streams_reuse_the_first_pages(tiny_c
     assert {p[1:] for p in pointers(CubeStream(str(tiny_cube), cfg, split="all", shuffle=False))} <= whole
     assert process_memory().allocations == allocated
 
-    # Lightning's fetcher holds the next batch before the loop gets the current one: three sets
-    # in use at once, and still no new allocation after the first epoch
+    # a loop that fetches the next batch before it is done with the current one (Lightning's
+    # fetcher, for a loader without a length): three sets in use at once, and still no new
+    # allocation after the first epoch
     def one_ahead(s):
         held = None
         for b in DataLoader(s.batched(size), batch_size=None):
