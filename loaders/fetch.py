@@ -87,8 +87,27 @@ def fetch_batch(fs, requests: Sequence[Request], retries: int = 4, backoff_s: fl
         if not pending:
             return out
     i = pending[0]
-    raise FetchError(f"{url_of(requests[i][0])}: cannot be read after {retries + 1} attempts "
-                     f"(the store is down or failing): {type(last[i]).__name__}: {last[i]}") from last[i]
+    raise gave_up(url_of(requests[i][0]), retries + 1, last[i]) from last[i]
+
+
+def retry_call(read: Callable, url: str, retries: int = 4, backoff_s: float = 0.1):
+    """``read()``, sent again after ``backoff_s * 2**attempt`` seconds when it fails transiently,
+    at most ``retries`` times (as :func:`fetch_batch` retries its requests); then :func:`gave_up`."""
+    for attempt in range(retries + 1):
+        try:
+            return read()
+        except Exception as e:
+            if not is_transient(e):
+                raise
+            if attempt == retries:
+                raise gave_up(url, attempt + 1, e) from e
+            time.sleep(backoff_s * 2 ** attempt)
+
+
+def gave_up(url: str, attempts: int, error: BaseException) -> FetchError:
+    """The error once every attempt at ``url`` failed transiently."""
+    return FetchError(f"{url}: cannot be read after {attempts} attempts (the store is down or failing): "
+                      f"{type(error).__name__}: {error}")
 
 
 def _send(fs, requests: Sequence[Request]) -> list:

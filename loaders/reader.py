@@ -44,7 +44,6 @@ import logging
 import multiprocessing.util
 import os
 import threading
-import time
 import weakref
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -63,7 +62,7 @@ from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
 from cube.layout import check_contract, days_from_int, decode_attrs, times_from_hours
 from cube.tiling import PATCH_COLUMNS, column_runs
 
-from .fetch import ByteCache, FetchError, Prefetcher, fetch_batch, is_transient
+from .fetch import ByteCache, FetchError, Prefetcher, fetch_batch, retry_call
 from .sample import spread_cells
 
 _BLOSC = Blosc()  # decodes any Blosc frame (the frame header carries its own settings)
@@ -163,18 +162,9 @@ class CubeReader:
         return self._root
 
     def _retried(self, read, what: str):
-        """``read()``, retried like chunk reads (:mod:`loaders.fetch`) when it fails transiently;
-        then a :class:`FetchError` naming the cube URL and ``what``."""
-        for attempt in range(self.retries + 1):
-            try:
-                return read()
-            except Exception as e:
-                if not is_transient(e):
-                    raise
-                if attempt == self.retries:
-                    raise FetchError(f"{self.url}/{what}: cannot be read after {attempt + 1} attempts (the store "
-                                     f"is down or failing): {type(e).__name__}: {e}") from e
-                time.sleep(self.backoff_s * 2 ** attempt)
+        """``read()``, retried like chunk reads (:func:`loaders.fetch.retry_call`) when it fails
+        transiently; then a :class:`FetchError` naming the cube URL and ``what``."""
+        return retry_call(read, f"{self.url}/{what}", self.retries, self.backoff_s)
 
     def whole(self, path: str) -> np.ndarray:
         """A small array (coordinates, patch table, static masks) read whole through zarr, retried."""

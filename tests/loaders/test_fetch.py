@@ -25,7 +25,7 @@ from _cubes import assert_direct_decode_equals_zarr
 from conftest import tiny_cube_config
 from cube.build import build
 from loaders import CubeStream, load_dataset_config
-from loaders.fetch import ByteCache, FetchError, Prefetcher, fetch_batch, is_transient
+from loaders.fetch import ByteCache, FetchError, Prefetcher, fetch_batch, is_transient, retry_call
 from loaders.reader import ChunkError, CubeReader
 from loaders.stream import SampleError
 
@@ -286,6 +286,28 @@ def test_fetch_batch_sends_one_call_per_kind_and_retries_only_the_transient_fail
                       retries=2, backoff_s=0)
     assert got == [b"AAAA", b"BBBB", None, b"234", b"789"]
     assert fs.calls == [("cat", ["a", "b", "gone"]), ("cat_ranges", ["s", "s"]), ("cat", ["a"]), ("cat_ranges", ["s"])]
+
+
+def test_retry_call_retries_transient_failures_only():
+    failures = [Status(503), ConnectionResetError("reset")]
+
+    def flaky():
+        if failures:
+            raise failures.pop(0)
+        return "metadata"
+
+    assert retry_call(flaky, "store://zarr.json", retries=2, backoff_s=0) == "metadata"
+    with pytest.raises(FetchError, match=r"^store://zarr.json: cannot be read after 3 attempts .*HTTP 500"):
+        retry_call(lambda: (_ for _ in ()).throw(Status(500)), "store://zarr.json", retries=2, backoff_s=0)
+    calls = []
+
+    def denied():
+        calls.append(1)
+        raise PermissionError("denied")
+
+    with pytest.raises(PermissionError):
+        retry_call(denied, "store://zarr.json", retries=5, backoff_s=0)
+    assert len(calls) == 1  # not retried
 
 
 def test_fetch_batch_gives_up_after_its_retries_naming_the_url():
