@@ -122,6 +122,33 @@ def test_later_epochs_short_batches_and_new_streams_reuse_the_first_pages(tiny_c
     assert one_ahead(stream) > after_first  # cleared: allocated again
 
 
+def test_large_batch_memory_lies_on_small_pages_unless_asked(monkeypatch):
+    """Batch arrays of 4 MB and more are anonymous memory advised against huge pages (the first
+    touch of a fresh 2 MB page is slow on the project's VMs); ``huge_pages=True`` or
+    ``DEPTHCUBE_BATCH_HUGE_PAGES=1`` gives numpy's own allocation. Either way they are plain
+    writable arrays that torch shares without a copy."""
+    import mmap
+
+    def owner(a):
+        while isinstance(a, np.ndarray) and a.base is not None:
+            a = a.base
+        return a.obj if isinstance(a, memoryview) else a
+
+    shape = (4, 50, 64, 128)  # 6.6 MB of float32
+    assert isinstance(owner(batching._batch_array(shape, np.float32, huge_pages=False)), mmap.mmap)
+    assert isinstance(owner(batching._batch_array(shape, np.float32, huge_pages=True)), np.ndarray)
+    assert isinstance(owner(batching._batch_array((4, 8, 8), bool, huge_pages=False)), np.ndarray)  # small
+    assert BatchMemory().huge_pages is False
+    monkeypatch.setenv("DEPTHCUBE_BATCH_HUGE_PAGES", "1")
+    assert BatchMemory().huge_pages is True
+    for huge in (False, True):
+        t = BatchMemory(huge_pages=huge).tensors({"y": (shape, np.dtype(np.float32))})["y"]
+        t.fill_(2.5)
+        t[1, 3, 5, 7] = -1
+        assert t.shape == shape and t.dtype == torch.float32
+        assert float(t.double().sum()) == 2.5 * (t.numel() - 1) - 1
+
+
 def test_batch_memory_reuses_arrays_only_once_released():
     memory = BatchMemory(keep=2)
     spec = {"y": ((4, 3), np.dtype(np.float32))}
