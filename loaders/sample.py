@@ -150,7 +150,6 @@ def _target_zscored(win: WindowData, bands: tuple[int, int], z_out: np.ndarray |
     valid = np.empty(shape, bool) if valid_out is None else valid_out
     block = min(LEVEL_BLOCK, shape[0])
     acc, term = np.empty((block,) + shape[1:], np.float32), np.empty((block,) + shape[1:], np.float32)
-    invalid = np.empty((block,) + shape[1:], bool)
     level0 = np.empty(shape[1:], np.float32)
     total_weight, partial = np.float32(weights.sum()), []
     for a in range(0, shape[0], block):
@@ -161,33 +160,29 @@ def _target_zscored(win: WindowData, bands: tuple[int, int], z_out: np.ndarray |
             if y_out is not None:
                 y = y_out[a:b]
                 y[...] = snaps[0][a:b]
-            np.isfinite(y, out=valid[a:b])
         else:
             y = acc[:n] if y_out is None else y_out[a:b]
             with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN sums are masked below
                 np.multiply(snaps[0][a:b], weights[0], out=y, dtype=np.float32)
                 for k in range(1, len(snaps)):
                     y += np.multiply(snaps[k][a:b], weights[k], out=term[:n])
-            np.isfinite(y, out=valid[a:b])
+        np.isfinite(y, out=valid[a:b])
         valid[a:b] &= water[a:b]
-        np.logical_not(valid[a:b], out=invalid[:n])
         if len(snaps) > 1:
             # water cells without a finite sum (normally none: GLORYS's mask is fixed): counted
-            # first, listed only when there are some
-            if np.count_nonzero(invalid[:n]) != invalid[:n].size - np.count_nonzero(water[a:b]):
-                partial.append(np.flatnonzero(water[a:b] & invalid[:n]) + a * y[0].size)
+            # first (valid lies within water), listed only when there are some
+            if np.count_nonzero(valid[a:b]) != np.count_nonzero(water[a:b]):
+                partial.append(np.flatnonzero(water[a:b] & ~valid[a:b]) + a * y[0].size)
             y /= total_weight
         if a == 0:
             level0[...] = y[0]
         za, zb = max(a, lo), min(b, hi)
         if za < zb:
-            zs = z[za - lo:zb - lo]
-            np.add(y[za - a:zb - a], np.float32(CELSIUS_TO_KELVIN - Y_MEAN_K), out=zs, dtype=np.float32)
-            zs *= np.float32(1.0 / Y_STD_K)
-            np.copyto(zs, np.float32(0), where=invalid[za - a:zb - a])
+            _zscore(y[za - a:zb - a], valid[za:zb], out=z[za - lo:zb - lo])
     partial = np.concatenate(partial) if partial else np.zeros(0, np.int64)
     if len(partial):  # water cells some snapshot lacks: the NaN-aware mean
-        mean, ok = _nan_aware_mean(np.stack([np.ravel(v)[partial] for v in snaps]), weights)
+        cells = np.unravel_index(partial, shape)  # the snapshots may be views: pick, do not ravel
+        mean, ok = _nan_aware_mean(np.stack([v[cells] for v in snaps]), weights)
         valid.flat[partial] = ok
         plane = shape[1] * shape[2]
         level, rest = np.divmod(partial, plane)
