@@ -31,8 +31,9 @@ either path, raises :class:`ChunkError` naming the variable and the chunk key
 (``ostia/analysed_sst: chunk c/0/1/2 ...``). Cubes built before the checksum still read, with a
 one-time warning per array that damage there cannot be detected (rebuild to add it).
 
-Profiles. The ``argo`` x (:meth:`CubeReader.profile_sums`) reads only the observation table of
-contract v2 (``profiles/obs_*``): its index once per process (:attr:`CubeReader.profile_index`),
+Profiles. The ``argo`` x (:meth:`CubeReader.profile_cells`; :meth:`CubeReader.profile_sums` is
+its dense form) reads only the observation table of contract v2 (``profiles/obs_*``): its index
+once per process (:attr:`CubeReader.profile_index`),
 then the rows of the blocks a window overlaps, through the same chunk cache; rows that do not lie
 in the block their index range names raise :class:`ChunkError` (a table changed under the reader,
 or damaged), so a mismatch is never summed into x.
@@ -549,10 +550,7 @@ class CubeReader:
 
     def _read_box(self, path, arr, time, rows, cols, sum_time: bool = False, north_up: bool = False,
                   result: np.ndarray | None = None) -> np.ndarray:
-        lead = [time] if time is not None else []
-        sel = lead + [slice(None)] * (arr.ndim - 2 - len(lead)) + [rows, cols]
-        starts = [s.start or 0 for s in sel]
-        stops = [arr.shape[d] if s.stop is None else s.stop for d, s in enumerate(sel)]
+        starts, stops = _box_bounds(arr, time, rows, cols)
         shape = [b - a for a, b in zip(starts, stops)]
         if result is None:
             result = np.zeros(shape[1:], dtype=arr.dtype) if sum_time else np.empty(shape, dtype=arr.dtype)
@@ -580,11 +578,8 @@ class CubeReader:
 
     def _whole_chunk(self, path, arr, time, rows, cols) -> np.ndarray | None:
         """The decoded chunk whose box is exactly ``[time, ..., rows, cols]``, or None."""
-        lead = [time] if time is not None else []
-        sel = lead + [slice(None)] * (arr.ndim - 2 - len(lead)) + [rows, cols]
         cidx = []
-        for s, n, c in zip(sel, arr.shape, arr.chunks):
-            a, b = s.start or 0, n if s.stop is None else s.stop
+        for a, b, n, c in zip(*_box_bounds(arr, time, rows, cols), arr.shape, arr.chunks):
             if a % c or b != min(a + c, n):
                 return None
             cidx.append(a // c)
@@ -659,6 +654,13 @@ class ProfileIndex:
             raise ChunkError(f"profiles/obs_*: rows [{a}, {z}) do not all lie in their index block {block}: the "
                              f"observation table does not match its index (the cube changed while it was read, or "
                              f"is damaged); open it again, or rebuild it (depthcube build --rebuild)")
+
+
+def _box_bounds(arr: zarr.Array, time: slice | None, rows: slice, cols: slice) -> tuple[list[int], list[int]]:
+    """Start and stop, per dimension of ``arr``, of the box ``[time, ..., rows, cols]``."""
+    lead = [time] if time is not None else []
+    sel = lead + [slice(None)] * (arr.ndim - 2 - len(lead)) + [rows, cols]
+    return [s.start or 0 for s in sel], [n if s.stop is None else s.stop for s, n in zip(sel, arr.shape)]
 
 
 def chunk_name(cidx: tuple) -> str:

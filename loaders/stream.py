@@ -406,7 +406,7 @@ class CubeStream(IterableDataset):
         ``obs_sum``) that the index ranges of the window's (time block, lat block, lon block)s
         touch; and the chunks of ``ostia/analysed_sst`` over the window days and the tile (``ostia``
         eo), both sides of the dateline for a wrapping tile. The ``obs_count``/``obs_sum`` chunks
-        are an upper bound: :meth:`CubeReader.profile_sums` decodes only those holding a row of
+        are an upper bound: :meth:`CubeReader.profile_cells` decodes only those holding a row of
         the window. The static masks and the table's index are read once per cube, not per
         window, and are not listed.
         """
