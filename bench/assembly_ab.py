@@ -98,9 +98,10 @@ def build_old_cube(tree: Path, into: Path) -> str:
 PASSES = ("first", "decoding", "cached")
 
 
-def measure(tree: Path, cube: str, preset: str, samples: int) -> dict[str, float]:
-    """Samples/s of each pass (:data:`PASSES`) of a fresh process with the code in ``tree``."""
-    env = {**os.environ, **THREAD_ENV, "PYTHONPATH": str(tree)}
+def measure(tree: Path, cube: str, preset: str, samples: int, env: dict | None = None) -> dict[str, float]:
+    """Samples/s of each pass (:data:`PASSES`) of a fresh process with the code in ``tree``
+    (``env``: more environment variables for it)."""
+    env = {**os.environ, **THREAD_ENV, "PYTHONPATH": str(tree), **(env or {})}
     out = subprocess.run([sys.executable, "-c", MEASURE, cube, preset, str(samples)], cwd=tree, env=env,
                          check=True, capture_output=True, text=True).stdout
     r = json.loads(out.strip().splitlines()[-1])

@@ -65,15 +65,12 @@ def run_stream(cube: str, rounds: int = 3, preset: str = "argo_real", samples: i
     """Samples/s of the three passes of :mod:`bench.assembly_ab` (this tree, 0 workers, batch 32)
     with the batch memory on 2 MB pages and on 4 KB pages (``DEPTHCUBE_BATCH_HUGE_PAGES`` 1 and
     0), each run a fresh process, interleaved rounds, medians."""
-    from bench.assembly_ab import MEASURE, PASSES, ROOT, THREAD_ENV
+    from bench.assembly_ab import PASSES, ROOT, measure
 
     runs: dict[str, list[dict]] = {"1": [], "0": []}
     for _ in range(rounds):
         for setting in runs:
-            env = {**os.environ, **THREAD_ENV, "DEPTHCUBE_BATCH_HUGE_PAGES": setting, "PYTHONPATH": str(ROOT)}
-            out = subprocess.run([sys.executable, "-c", MEASURE, cube, preset, str(samples)], cwd=ROOT, env=env,
-                                 capture_output=True, text=True, check=True)
-            runs[setting].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            runs[setting].append(measure(ROOT, cube, preset, samples, env={"DEPTHCUBE_BATCH_HUGE_PAGES": setting}))
     return {("on" if s == "1" else "off"): {p: statistics.median(r[p] for r in rs) for p in PASSES}
             for s, rs in runs.items()}
 

@@ -90,7 +90,7 @@ from cube.vertical import align_to_levels
 from loaders import load_dataset_config
 from loaders.corruption import observed_budget, sample_rng, track_mask
 from loaders.reader import CubeReader
-from loaders.stream import CubeStream, to_torch
+from loaders.stream import CubeStream, in_place_batches, to_torch
 
 from .peers import (RawWindow, ReferenceRawDataset, decode_chunks, demo_files, python_loop_rasterise, sample_plan,
                     write_floor, xbatcher_dataset)
@@ -287,8 +287,8 @@ def bench_depthcube(stream, order, settings: BenchSettings, workers: int, collat
     default collate (``DataLoader(stream, batch_size=B)``; also for a prefix)."""
     fresh = CubeStream(stream.reader.url, stream.config, stream.split, shuffle=True)
     if len(order) == len(fresh) and not collate:
-        loader = DataLoader(fresh.batched(settings.batch_size, num_workers=workers), batch_size=None,
-                            num_workers=workers)
+        dataset, kwargs = in_place_batches(fresh, {"batch_size": settings.batch_size, "num_workers": workers})
+        loader = DataLoader(dataset, **kwargs)
         what = "CubeStream.batched through a torch DataLoader (batch_size=None)"
     else:
         dataset = fresh if len(order) == len(fresh) else PrefixStream(fresh, order)
