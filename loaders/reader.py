@@ -15,7 +15,10 @@ in flight; :meth:`CubeReader.prefetch` does that for the next block on a backgro
 ``prefetch_bytes``; :meth:`CubeReader.decode` decodes fetched chunks on a small thread pool (Blosc
 releases the GIL), and :meth:`CubeReader.decode_ahead` starts that for the prefetched ones. Compressed bytes stay in their own bounded cache (``raw_cache_bytes``) so a
 chunk evicted from the decoded cache (random window order) is decoded again without a second
-fetch. Transient read failures are retried with backoff (:mod:`loaders.fetch`); a store that stays
+fetch. Gridded chunks (last dims ``lat``, ``lon``) are stored in the decoded cache with their rows
+north-up, flipped once where they are decoded, and handed out in cube orientation as a reversed
+view: the samples' north-up reads (``read(..., north_up=True, copy=False)``) are then contiguous
+arrays, which the sample arithmetic runs over at about twice the speed of reversed views. Transient read failures are retried with backoff (:mod:`loaders.fetch`); a store that stays
 down is a :class:`loaders.fetch.FetchError` naming the URL.
 
 A ``CubeReader`` is picklable: it holds only the URL and its settings; each process (DataLoader
@@ -546,7 +549,7 @@ class CubeReader:
         if layout.checksummed:
             data = verified_payload(data, f"{path}: chunk {chunk_label(arr, cidx)}")
         full = np.frombuffer(_BLOSC.decode(data), dtype=layout.dtype).reshape(arr.chunks)
-        return full[tuple(slice(0, s) for s in shape)]
+        return _rows_north_up(arr, full[tuple(slice(0, s) for s in shape)])
 
     def _read_box(self, path, arr, time, rows, cols, sum_time: bool = False, north_up: bool = False,
                   result: np.ndarray | None = None) -> np.ndarray:
@@ -602,7 +605,7 @@ class CubeReader:
         try:
             block = ahead[0].result() if ahead is not None else self._decode_direct(path, arr, cidx, origin)
             if block is None:
-                block = arr[tuple(slice(o, min(o + c, n)) for o, c, n in zip(origin, arr.chunks, arr.shape))]
+                block = _rows_north_up(arr, arr[tuple(slice(o, min(o + c, n)) for o, c, n in zip(origin, arr.chunks, arr.shape))])
         except (ChunkError, FetchError):
             raise
         except (ValueError, RuntimeError) as e:  # zarr's checksum error, a corrupt Blosc frame, ...
@@ -654,6 +657,16 @@ class ProfileIndex:
             raise ChunkError(f"profiles/obs_*: rows [{a}, {z}) do not all lie in their index block {block}: the "
                              f"observation table does not match its index (the cube changed while it was read, or "
                              f"is damaged); open it again, or rebuild it (depthcube build --rebuild)")
+
+
+def _rows_north_up(arr: zarr.Array, block: np.ndarray) -> np.ndarray:
+    """A decoded chunk as the decoded cache stores it: for a gridded array (dims ending ``lat``,
+    ``lon``) its values copied with the rows north-up and returned as the reversed view (the
+    same values in cube orientation, so every reader of the cache sees what it saw before);
+    any other chunk as it is."""
+    if block.ndim < 2 or tuple(arr.metadata.dimension_names or ())[-2:] != ("lat", "lon"):
+        return block
+    return np.ascontiguousarray(block[..., ::-1, :])[..., ::-1, :]
 
 
 def _box_bounds(arr: zarr.Array, time: slice | None, rows: slice, cols: slice) -> tuple[list[int], list[int]]:

@@ -461,3 +461,21 @@ def test_two_workers_over_http_each_with_their_own_prefetch_give_the_local_sampl
         for k in s:
             if k != "info":
                 assert torch.equal(s[k], expected[s["info"]["index"]][k]), k
+
+
+def test_gridded_chunks_are_cached_north_up_and_read_with_zarr_s_values(tiny_cube):
+    """The decoded cache keeps gridded chunks with their rows north-up: a north-up read of one
+    chunk's box (``copy=False``, what the stream reads) is a C-contiguous array, and both
+    orientations hold zarr's values."""
+    reader = CubeReader(str(tiny_cube))
+    root = zarr.open_group(str(tiny_cube), mode="r")
+    for path in ("glorys/thetao", "ostia/analysed_sst"):
+        arr = root[path]
+        lead = slice(arr.chunks[0], 2 * arr.chunks[0])   # the second time chunk
+        rows, cols = slice(0, arr.chunks[-2]), slice(arr.chunks[-1], 2 * arr.chunks[-1])
+        expected = np.asarray(arr[(lead,) + (slice(None),) * (arr.ndim - 3) + (rows, cols)])
+        north_up = reader.read(path, lead, rows, cols, north_up=True, copy=False)
+        assert north_up.flags.c_contiguous, path
+        np.testing.assert_array_equal(north_up, expected[..., ::-1, :])
+        np.testing.assert_array_equal(reader.read(path, lead, rows, cols, copy=False), expected)
+        np.testing.assert_array_equal(reader.read(path, lead, rows, cols), expected)
