@@ -50,6 +50,11 @@ class WindowData:
     # The same profile sums, sparse (what the stream passes instead of count/total): flat pixel
     # index (n,), count (n, 50), sum (n, 50), from :meth:`loaders.reader.CubeReader.profile_cells`.
     profiles: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    water_bits: np.ndarray | None = None  # ``water`` as :func:`word_mask`, when the caller caches it
+    # True when the caller checked that every snapshot is :func:`finite_over_water` (the stream
+    # does, once per tile and snapshot): y is then valid exactly over ``water``, and no cell needs
+    # the finite check
+    glorys_finite: bool = False
 
     def profile_sums(self) -> tuple[np.ndarray, np.ndarray]:
         """``count`` and ``total`` (50, H, W), spread from ``profiles`` when only those are given."""
@@ -92,17 +97,31 @@ def nearest_snapshots(days: np.ndarray, snapshot_times: np.ndarray) -> np.ndarra
     return np.where(np.abs(m - t[left]) <= np.abs(t[right] - m), left, right)
 
 
-def window_mean(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """NaN-aware weighted mean over axis 0 (float32); returns (mean, NaN where no data, and validity)."""
-    if len(values) == 1:  # one snapshot for the whole window: nothing to average
-        return values[0], np.isfinite(values[0])
-    ok = np.isfinite(values)
-    w = np.asarray(weights, np.float32).reshape((-1,) + (1,) * (values.ndim - 1))
-    num = np.einsum("i...,i...->...", np.where(ok, values, np.float32(0)), w)
-    den = np.einsum("i...,i...->...", ok.astype(np.float32), w)
-    valid = den > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(valid, num / den, np.nan).astype(np.float32), valid
+#: Largest magnitude :func:`finite_over_water` accepts: a weighted mean of such values, with
+#: weights (days) summing to less than 1e8, has sums below float32's largest value (3.4e38).
+FINITE_BOUND = np.float32(1e30)
+
+
+def finite_over_water(snapshot: np.ndarray, water: np.ndarray) -> bool:
+    """True when every water cell of a (levels, H, W) snapshot is finite and smaller in magnitude
+    than :data:`FINITE_BOUND`: any window mean of such snapshots is then finite over ``water``,
+    so y's validity is ``water`` itself (``WindowData.glorys_finite``)."""
+    return bool(np.max(np.abs(snapshot), where=water, initial=0) < FINITE_BOUND)
+
+
+def surface_mean(sst_k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """OSTIA (days, H, W) kelvin -> per pixel the sum in degC over the days that have a value
+    (added day by day from 0, the order of an einsum over the days), and how many days have one."""
+    ok = np.isfinite(sst_k)
+    days = np.count_nonzero(ok, axis=0)
+    total, day_c = np.zeros(sst_k.shape[1:], np.float32), np.empty(sst_k.shape[1:], np.float32)
+    gaps = days.min(initial=len(sst_k)) < len(sst_k)  # some pixel lacks a day (rare)
+    for k in range(len(sst_k)):
+        np.subtract(sst_k[k], np.float32(CELSIUS_TO_KELVIN), out=day_c)
+        if gaps:
+            np.copyto(day_c, np.float32(0), where=~ok[k])
+        total += day_c
+    return total, days
 
 
 def dense_target(win: WindowData) -> tuple[np.ndarray, np.ndarray]:
@@ -133,12 +152,14 @@ def _target_zscored(win: WindowData, bands: tuple[int, int], z_out: np.ndarray |
     pass reads cached data, with no window-sized temporaries.
 
     y is the window mean with the tile's fixed water column: the weighted sum of the snapshots,
-    accumulated snapshot by snapshot (the order :func:`window_mean`'s einsum adds in, so the values
-    are the same to the bit), divided by the total weight, valid where that sum is finite and the
-    cell is water. Only water cells that some snapshot lacks (NaN or inf there; normally none,
-    GLORYS's mask is fixed) take the NaN-aware mean over the snapshots that have them. A cell whose
-    mean is not finite is invalid, so no NaN or inf is ever valid. The z-score is
-    :func:`_zscore`'s. ``z_out`` ((bands, H, W) float32) and ``valid_out`` ((levels, H, W) bool)
+    accumulated snapshot by snapshot (the order an einsum over the snapshots adds in), divided by
+    the total weight, valid where that sum is finite and the cell is water. Only water cells that
+    some snapshot lacks (NaN or inf there; normally none, GLORYS's mask is fixed) take the
+    NaN-aware mean over the snapshots that have them. A cell whose mean is not finite is invalid,
+    so no NaN or inf is ever valid. With ``win.glorys_finite`` (every snapshot
+    :func:`finite_over_water`, weights that are days) every water cell's sum is finite, so
+    validity is ``water`` itself and the cell-by-cell check is skipped (the same values and
+    masks). The z-score is :func:`_zscore`'s. ``z_out`` ((bands, H, W) float32) and ``valid_out`` ((levels, H, W) bool)
     are written instead of new arrays; ``y_out`` ((levels, H, W) float32) also receives y in degC
     (arbitrary where invalid)."""
     snaps, weights = win.glorys, np.asarray(win.glorys_days, np.float32)
@@ -152,6 +173,10 @@ def _target_zscored(win: WindowData, bands: tuple[int, int], z_out: np.ndarray |
     acc, term = np.empty((block,) + shape[1:], np.float32), np.empty((block,) + shape[1:], np.float32)
     level0 = np.empty(shape[1:], np.float32)
     total_weight, partial = np.float32(weights.sum()), []
+    finite = win.glorys_finite and total_weight < 1e8  # every water sum finite: valid is water
+    if finite:
+        np.copyto(valid, water)
+        water_bits = win.water_bits if win.water_bits is not None else word_mask(water)
     for a in range(0, shape[0], block):
         b = min(a + block, shape[0])
         n = b - a
@@ -166,19 +191,21 @@ def _target_zscored(win: WindowData, bands: tuple[int, int], z_out: np.ndarray |
                 np.multiply(snaps[0][a:b], weights[0], out=y, dtype=np.float32)
                 for k in range(1, len(snaps)):
                     y += np.multiply(snaps[k][a:b], weights[k], out=term[:n])
-        np.isfinite(y, out=valid[a:b])
-        valid[a:b] &= water[a:b]
-        if len(snaps) > 1:
+        if not finite:
+            np.isfinite(y, out=valid[a:b])
+            valid[a:b] &= water[a:b]
             # water cells without a finite sum (normally none: GLORYS's mask is fixed): counted
             # first (valid lies within water), listed only when there are some
-            if np.count_nonzero(valid[a:b]) != np.count_nonzero(water[a:b]):
+            if len(snaps) > 1 and np.count_nonzero(valid[a:b]) != np.count_nonzero(water[a:b]):
                 partial.append(np.flatnonzero(water[a:b] & ~valid[a:b]) + a * y[0].size)
+        if len(snaps) > 1:
             y /= total_weight
         if a == 0:
             level0[...] = y[0]
         za, zb = max(a, lo), min(b, hi)
         if za < zb:
-            _zscore(y[za - a:zb - a], valid[za:zb], out=z[za - lo:zb - lo])
+            _zscore(y[za - a:zb - a], valid[za:zb], out=z[za - lo:zb - lo],
+                    valid_bits=water_bits[za:zb] if finite else None)
     partial = np.concatenate(partial) if partial else np.zeros(0, np.int64)
     if len(partial):  # water cells some snapshot lacks: the NaN-aware mean
         cells = np.unravel_index(partial, shape)  # the snapshots may be views: pick, do not ravel
@@ -222,9 +249,10 @@ def surface_condition(win: WindowData, cfg: DatasetConfig, y_c: np.ndarray, rng)
     if cfg.eo.source == "glorys_surface":
         eo_c = y_c[0].copy()
     else:
-        days_with_value = np.isfinite(win.sst_k).sum(axis=0)
-        eo_c, _ = window_mean(win.sst_k - CELSIUS_TO_KELVIN, np.ones(len(win.sst_k)))
-        eo_c = np.where(win.ocean & (days_with_value >= cfg.eo.min_days), eo_c, np.nan)
+        total, days = surface_mean(win.sst_k)
+        kept = win.ocean & (days >= max(cfg.eo.min_days, 1))
+        with np.errstate(invalid="ignore", divide="ignore"):  # 0 / 0 where no day has a value
+            eo_c = np.where(kept, total / days.astype(np.float32), np.float32(np.nan))
     return eo_ops.degrade_eo_celsius(eo_c, cfg.eo, rng)
 
 
@@ -258,13 +286,26 @@ def yyyymmdd(day: np.datetime64, feb29_to_feb28: bool = True) -> int:
     return y * 10000 + m * 100 + d
 
 
-def _zscore(t_c: np.ndarray, valid: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def _zscore(t_c: np.ndarray, valid: np.ndarray | None, out: np.ndarray | None = None,
+            valid_bits: np.ndarray | None = None) -> np.ndarray:
     """:func:`cube.constants.normalise_celsius` in float32, 0 where invalid: into ``out`` (a
-    float32 array of ``t_c``'s shape, which may be ``t_c`` itself), else into a new array."""
+    float32 array of ``t_c``'s shape, which may be ``t_c`` itself), else into a new array.
+    ``valid_bits``: ``valid`` as int32 words (-1 where valid, 0 where not, :func:`word_mask`),
+    when the caller has them: the invalid values are then cleared by one AND, not a masked copy."""
     z = np.add(t_c, np.float32(CELSIUS_TO_KELVIN - Y_MEAN_K), out=out, dtype=np.float32)
     z *= np.float32(1.0 / Y_STD_K)
-    np.copyto(z, np.float32(0), where=~valid)
+    if valid_bits is None:
+        np.copyto(z, np.float32(0), where=~valid)
+    else:  # +0.0 is all zero bits, as the masked copy writes
+        bits = z.view(np.int32)
+        np.bitwise_and(bits, valid_bits, out=bits)
     return z
+
+
+def word_mask(mask: np.ndarray) -> np.ndarray:
+    """A bool mask as int32 words: -1 (all bits set) where True, 0 where False (``valid_bits``
+    of :func:`_zscore`)."""
+    return np.negative(mask, dtype=np.int32)
 
 
 def _sparse_input_zscored(win: WindowData, cfg: DatasetConfig, y_z: np.ndarray, y_valid: np.ndarray, rng,

@@ -101,7 +101,7 @@ from .batching import BatchBuilder, CubeBatches, process_memory
 from .config import DatasetConfig
 from .corruption import sample_rng
 from .reader import CubeReader
-from .sample import WindowData, assemble, nearest_snapshots, water_column
+from .sample import WindowData, assemble, finite_over_water, nearest_snapshots, water_column, word_mask
 from .windows import Window, Windows, check_cube_serves
 
 log = logging.getLogger("depthcube.loaders")
@@ -146,6 +146,7 @@ class CubeStream(IterableDataset):
         self._rank, self._world = rank, world_size
         self._statics: dict = {}
         self._nearest: dict = {}  # window days -> (snapshots used, days each serves)
+        self._finite: dict = {}   # (patch, snapshot, north_up) -> finite_over_water
         self._clock = torch.zeros((MAX_WORKERS, 4), dtype=torch.int64).share_memory_()
         self._clock[:, _LAST] = -1
         self._resume: dict | None = None   # the loaded state whose positions the next pass skips
@@ -374,13 +375,28 @@ class CubeStream(IterableDataset):
         profiles = None
         if self.config.x.source == "argo":
             profiles = r.profile_cells(w.time, w.rows, w.cols, north_up=north_up)
-        ocean, bottom, water = self._tile_statics(w, north_up, len(glorys[0]))
+        ocean, bottom, water, water_bits = self._tile_statics(w, north_up, len(glorys[0]))
+        finite = all(self._finite_over_water(w, int(s), north_up, snap, water) for s, snap in zip(used, glorys))
         return WindowData(
             sst_k=(r.read("ostia/analysed_sst", w.time, w.rows, w.cols, north_up=north_up)
                    if self.config.eo.source == "ostia" else None),
             glorys=glorys, glorys_days=counts, count=None, total=None, profiles=profiles,
-            ocean=ocean, bottom_level=bottom, north_up=north_up, water=water,
+            ocean=ocean, bottom_level=bottom, north_up=north_up, water=water, water_bits=water_bits,
+            glorys_finite=finite,
         )
+
+    def _finite_over_water(self, w: Window, snapshot: int, north_up: bool, values: np.ndarray,
+                           water: np.ndarray) -> bool:
+        """:func:`loaders.sample.finite_over_water` of one snapshot over a tile, checked once per
+        (tile, snapshot): the cube is read-only, and every window of the tile whose days are
+        nearest to that snapshot shares the answer."""
+        key = (w.patch, snapshot, north_up)
+        found = self._finite.get(key)
+        if found is None:
+            if len(self._finite) >= 65536:
+                self._finite.clear()
+            found = self._finite[key] = finite_over_water(values, water)
+        return found
 
     def _snapshots(self, w: Window) -> tuple[np.ndarray, np.ndarray]:
         """The GLORYS snapshots nearest to the window's days, and how many days each serves
@@ -437,8 +453,9 @@ class CubeStream(IterableDataset):
         return list(keys)
 
     def _tile_statics(self, w: Window, north_up: bool, n_levels: int):
-        """Ocean mask, bottom level and water column of a tile, cached for the last few tiles
-        (consecutive windows of a block share their tile)."""
+        """Ocean mask, bottom level, water column and the water column as int32 words
+        (:func:`loaders.sample.word_mask`) of a tile, cached for the last few tiles (consecutive
+        windows of a block share their tile)."""
         key = (w.patch, north_up)
         if key not in self._statics:
             flip = slice(None, None, -1) if north_up else slice(None)
@@ -446,7 +463,8 @@ class CubeStream(IterableDataset):
             bottom = self.reader.bottom_level[w.rows][:, w.cols][flip]
             if len(self._statics) >= 8:
                 self._statics.pop(next(iter(self._statics)))
-            self._statics[key] = (ocean, bottom, water_column(ocean, bottom, n_levels))
+            water = water_column(ocean, bottom, n_levels)
+            self._statics[key] = (ocean, bottom, water, word_mask(water))
         return self._statics[key]
 
     # -- resume ----------------------------------------------------------------------------------

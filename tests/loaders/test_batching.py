@@ -17,7 +17,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from loaders import CubeStream, StreamLoader, load_dataset_config
 from loaders import batching
 from loaders.batching import BatchBuilder, BatchMemory, process_memory
-from loaders.sample import _dense_target, _target_zscored, _zscore, WindowData
+from loaders.sample import WindowData, _dense_target, _target_zscored, _zscore, finite_over_water, water_column
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "dataset.yaml"
 PRESETS = ("eo_4band_tracks", "ostia_tracks", "argo_real", "argo_synthetic_500")
@@ -248,3 +248,49 @@ def test_blocked_target_equals_the_window_mean_then_zscore_to_the_bit(snapshots)
         expected = _zscore(mean[bands[0]:bands[1]], valid[bands[0]:bands[1]])
         assert z.tobytes() == expected.tobytes()
         assert y0[valid[0]].tobytes() == mean[0][valid[0]].tobytes()
+
+
+def test_finite_over_water_looks_at_the_water_cells_only():
+    levels, h, w = 3, 4, 5
+    ocean = np.ones((h, w), bool)
+    ocean[0, 0] = False
+    bottom = np.full((h, w), 2)
+    water = water_column(ocean, bottom, levels)
+    snapshot = np.full((levels, h, w), 7.5, np.float32)
+    snapshot[:, 0, 0] = np.nan   # land
+    snapshot[2] = np.inf         # below the seabed
+    assert finite_over_water(snapshot, water)
+    for bad in (np.nan, np.inf, -np.inf, np.float32(3e38), np.float32(-2e30)):
+        damaged = snapshot.copy()
+        damaged[1, 2, 3] = bad   # one water cell
+        assert not finite_over_water(damaged, water), bad
+
+
+@pytest.mark.parametrize("snapshots", [1, 2, 3])
+def test_target_of_snapshots_finite_over_water_equals_the_plain_mean_to_the_bit(snapshots):
+    """``glorys_finite`` (the stream's per tile and snapshot check) skips the cell-by-cell finite
+    check: the values and masks are still a plain numpy weighted mean over the water column and
+    its z-score, bit for bit, with NaN and inf off water (land, below the seabed)."""
+    rng = np.random.default_rng(10 + snapshots)
+    levels, h, w = 11, 9, 7
+    ocean = rng.random((h, w)) > 0.2
+    bottom = rng.integers(0, levels + 1, (h, w))
+    water = water_column(ocean, bottom, levels)
+    glorys = rng.normal(12, 6, (snapshots, levels, h, w)).astype(np.float32)
+    glorys[:, ~water] = np.nan
+    glorys[0][~water & (rng.random(water.shape) > 0.5)] = np.inf
+    assert all(finite_over_water(g, water) for g in glorys)
+    days = np.arange(2, snapshots + 2)
+    mean = glorys[0].copy()  # one snapshot is its own mean
+    if snapshots > 1:
+        mean[...] = 0
+        for g, weight in zip(glorys, days.astype(np.float32)):
+            mean += g * weight
+        mean /= np.float32(days.sum())
+    win = WindowData(sst_k=None, glorys=list(glorys), glorys_days=days, count=None, total=None,
+                     ocean=ocean, bottom_level=bottom, north_up=True, glorys_finite=True)
+    for bands in ((0, levels), (1, 4), (3, 11)):
+        z, valid, y0 = _target_zscored(win, bands)
+        np.testing.assert_array_equal(valid, water)
+        assert z.tobytes() == _zscore(mean[bands[0]:bands[1]], water[bands[0]:bands[1]]).tobytes()
+        assert y0[water[0]].tobytes() == mean[0][water[0]].tobytes()
