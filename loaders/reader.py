@@ -18,8 +18,9 @@ chunk evicted from the decoded cache (random window order) is decoded again with
 fetch. Gridded chunks (last dims ``lat``, ``lon``) are stored in the decoded cache with their rows
 north-up, flipped once where they are decoded, and handed out in cube orientation as a reversed
 view: the samples' north-up reads (``read(..., north_up=True, copy=False)``) are then contiguous
-arrays, which the sample arithmetic runs over at about twice the speed of reversed views. Transient read failures are retried with backoff (:mod:`loaders.fetch`); a store that stays
-down is a :class:`loaders.fetch.FetchError` naming the URL.
+arrays, which the sample arithmetic runs over at about twice the speed of reversed views.
+Transient read failures are retried with backoff (:mod:`loaders.fetch`); a store that stays down
+is a :class:`loaders.fetch.FetchError` naming the URL.
 
 A ``CubeReader`` is picklable: it holds only the URL and its settings; each process (DataLoader
 worker, DDP rank) opens the store, its filesystem, threads and caches lazily on first use, so no
@@ -605,7 +606,8 @@ class CubeReader:
         try:
             block = ahead[0].result() if ahead is not None else self._decode_direct(path, arr, cidx, origin)
             if block is None:
-                block = _rows_north_up(arr, arr[tuple(slice(o, min(o + c, n)) for o, c, n in zip(origin, arr.chunks, arr.shape))])
+                box = tuple(slice(o, min(o + c, n)) for o, c, n in zip(origin, arr.chunks, arr.shape))
+                block = _rows_north_up(arr, arr[box])
         except (ChunkError, FetchError):
             raise
         except (ValueError, RuntimeError) as e:  # zarr's checksum error, a corrupt Blosc frame, ...
@@ -664,7 +666,7 @@ def _rows_north_up(arr: zarr.Array, block: np.ndarray) -> np.ndarray:
     ``lon``) its values copied with the rows north-up and returned as the reversed view (the
     same values in cube orientation, so every reader of the cache sees what it saw before);
     any other chunk as it is."""
-    if block.ndim < 2 or tuple(arr.metadata.dimension_names or ())[-2:] != ("lat", "lon"):
+    if block.ndim < 2 or tuple(getattr(arr.metadata, "dimension_names", None) or ())[-2:] != ("lat", "lon"):
         return block
     return np.ascontiguousarray(block[..., ::-1, :])[..., ::-1, :]
 

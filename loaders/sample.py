@@ -111,7 +111,7 @@ def finite_over_water(snapshot: np.ndarray, water: np.ndarray) -> bool:
 
 def surface_mean(sst_k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """OSTIA (days, H, W) kelvin -> per pixel the sum in degC over the days that have a value
-    (added day by day from 0, the order of an einsum over the days), and how many days have one."""
+    (added day by day, starting from 0), and how many days have one."""
     ok = np.isfinite(sst_k)
     days = np.count_nonzero(ok, axis=0)
     total, day_c = np.zeros(sst_k.shape[1:], np.float32), np.empty(sst_k.shape[1:], np.float32)
@@ -159,9 +159,9 @@ def _target_zscored(win: WindowData, bands: tuple[int, int], z_out: np.ndarray |
     so no NaN or inf is ever valid. With ``win.glorys_finite`` (every snapshot
     :func:`finite_over_water`, weights that are days) every water cell's sum is finite, so
     validity is ``water`` itself and the cell-by-cell check is skipped (the same values and
-    masks). The z-score is :func:`_zscore`'s. ``z_out`` ((bands, H, W) float32) and ``valid_out`` ((levels, H, W) bool)
-    are written instead of new arrays; ``y_out`` ((levels, H, W) float32) also receives y in degC
-    (arbitrary where invalid)."""
+    masks). The z-score is :func:`_zscore`'s. ``z_out`` ((bands, H, W) float32) and
+    ``valid_out`` ((levels, H, W) bool) are written instead of new arrays; ``y_out`` ((levels,
+    H, W) float32) also receives y in degC (arbitrary where invalid)."""
     snaps, weights = win.glorys, np.asarray(win.glorys_days, np.float32)
     shape = snaps[0].shape
     water = win.water if win.water is not None else water_column(win.ocean, win.bottom_level, shape[0])
@@ -291,7 +291,8 @@ def _zscore(t_c: np.ndarray, valid: np.ndarray | None, out: np.ndarray | None = 
     """:func:`cube.constants.normalise_celsius` in float32, 0 where invalid: into ``out`` (a
     float32 array of ``t_c``'s shape, which may be ``t_c`` itself), else into a new array.
     ``valid_bits``: ``valid`` as int32 words (-1 where valid, 0 where not, :func:`word_mask`),
-    when the caller has them: the invalid values are then cleared by one AND, not a masked copy."""
+    when the caller has them (``valid`` is then not read): the invalid values are cleared by one
+    AND instead of a masked copy."""
     z = np.add(t_c, np.float32(CELSIUS_TO_KELVIN - Y_MEAN_K), out=out, dtype=np.float32)
     z *= np.float32(1.0 / Y_STD_K)
     if valid_bits is None:
