@@ -146,7 +146,7 @@ class CubeStream(IterableDataset):
         self._rank, self._world = rank, world_size
         self._statics: dict = {}
         self._nearest: dict = {}  # window days -> (snapshots used, days each serves)
-        self._finite: dict = {}   # (patch, snapshot, north_up) -> finite_over_water
+        self._finite: dict = {}   # patch -> finite_over_water per snapshot (int8, -1 unchecked)
         self._clock = torch.zeros((MAX_WORKERS, 4), dtype=torch.int64).share_memory_()
         self._clock[:, _LAST] = -1
         self._resume: dict | None = None   # the loaded state whose positions the next pass skips
@@ -376,7 +376,7 @@ class CubeStream(IterableDataset):
         if self.config.x.source == "argo":
             profiles = r.profile_cells(w.time, w.rows, w.cols, north_up=north_up)
         ocean, bottom, water, water_bits = self._tile_statics(w, north_up, len(glorys[0]))
-        finite = all(self._finite_over_water(w, int(s), north_up, snap, water) for s, snap in zip(used, glorys))
+        finite = all(self._finite_over_water(w, int(s), snap, water) for s, snap in zip(used, glorys))
         return WindowData(
             sst_k=(r.read("ostia/analysed_sst", w.time, w.rows, w.cols, north_up=north_up)
                    if self.config.eo.source == "ostia" else None),
@@ -385,18 +385,16 @@ class CubeStream(IterableDataset):
             glorys_finite=finite,
         )
 
-    def _finite_over_water(self, w: Window, snapshot: int, north_up: bool, values: np.ndarray,
-                           water: np.ndarray) -> bool:
+    def _finite_over_water(self, w: Window, snapshot: int, values: np.ndarray, water: np.ndarray) -> bool:
         """:func:`loaders.sample.finite_over_water` of one snapshot over a tile, checked once per
-        (tile, snapshot): the cube is read-only, and every window of the tile whose days are
-        nearest to that snapshot shares the answer."""
-        key = (w.patch, snapshot, north_up)
-        found = self._finite.get(key)
-        if found is None:
-            if len(self._finite) >= 65536:
-                self._finite.clear()
-            found = self._finite[key] = finite_over_water(values, water)
-        return found
+        (tile, snapshot) for the stream's life (the cube is read-only; every window of the tile
+        whose days are nearest to that snapshot shares the answer), kept as one byte per pair."""
+        known = self._finite.get(w.patch)
+        if known is None:  # -1: not checked yet
+            known = self._finite[w.patch] = np.full(len(self.reader.glorys_times), -1, np.int8)
+        if known[snapshot] < 0:
+            known[snapshot] = finite_over_water(values, water)
+        return bool(known[snapshot])
 
     def _snapshots(self, w: Window) -> tuple[np.ndarray, np.ndarray]:
         """The GLORYS snapshots nearest to the window's days, and how many days each serves

@@ -5,12 +5,14 @@ anything still refers to it."""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import zarr
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
@@ -294,3 +296,35 @@ def test_target_of_snapshots_finite_over_water_equals_the_plain_mean_to_the_bit(
         np.testing.assert_array_equal(valid, water)
         assert z.tobytes() == _zscore(mean[bands[0]:bands[1]], water[bands[0]:bands[1]]).tobytes()
         assert y0[water[0]].tobytes() == mean[0][water[0]].tobytes()
+
+
+def test_a_water_cell_damaged_in_every_snapshot_is_masked_and_nothing_else_moves(tiny_cube, tmp_path):
+    """A copy of the tiny cube with one water cell NaN or inf in every GLORYS snapshot: the
+    stream's per (tile, snapshot) check sees it, so that cell is invalid (y 0) in every sample of
+    its tile, every value stays finite, and every other cell's y and validity are the undamaged
+    cube's, bit for bit."""
+    cfg = load_dataset_config(CONFIGS, "argo_real")
+    clean = CubeStream(str(tiny_cube), cfg, split="all", shuffle=False)
+    w0 = clean.windows[0]
+    water = clean.reader.ocean_mask[w0.rows][:, w0.cols] & (clean.reader.bottom_level[w0.rows][:, w0.cols] > 3)
+    r, c = (int(v[0]) for v in np.nonzero(water))  # a cell of the first tile with 4 water levels
+    damaged = tmp_path / "cube.zarr"
+    shutil.copytree(tiny_cube, damaged)
+    thetao = zarr.open_group(str(damaged), mode="r+")["glorys/thetao"]
+    for s in range(thetao.shape[0]):
+        thetao[s, 3, w0.rows.start + r, w0.cols.start + c] = np.nan if s % 2 else np.inf
+    stream = CubeStream(str(damaged), cfg, split="all", shuffle=False)
+    north = w0.rows.stop - w0.rows.start - 1 - r  # samples are north-up
+    seen = 0
+    for i in range(len(stream)):
+        if stream.windows[i].patch != w0.patch:
+            continue
+        got, want = stream.sample(i, epoch=0), clean.sample(i, epoch=0)
+        assert not got["y_valid_mask"][3, north, c] and got["y"][3, north, c] == 0
+        assert all(np.isfinite(v).all() for k, v in got.items() if k != "info" and v.dtype.kind == "f")
+        for key in ("y", "y_valid_mask"):
+            other = np.ones(got[key].shape, bool)
+            other[3, north, c] = False
+            assert got[key][other].tobytes() == want[key][other].tobytes(), key
+        seen += 1
+    assert seen > 1
