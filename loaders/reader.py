@@ -223,9 +223,10 @@ class CubeReader:
         copy out of the cache, so samples need no second flipping copy. ``out`` (an array of the
         result's shape and dtype, e.g. one slot of a stacked window) is written and returned
         instead of a new array, so stacking needs no second copy. ``copy=False`` (without
-        ``sum_time`` or ``out``) returns the decoded chunk itself, read-only (rows reversed as a
-        view with ``north_up``), when the read is exactly one chunk's box (a tile aligned with the
-        chunks: the builder's default), and a new array otherwise.
+        ``sum_time`` or ``out``) returns the decoded chunk itself, read-only, when the read is
+        exactly one chunk's box (a tile aligned with the chunks: the builder's default), and a new
+        array otherwise; a gridded chunk is then a C-contiguous array with ``north_up`` and its
+        reversed view without (the cache keeps such chunks north-up).
         """
         arr = self.array(path)
         if not copy and out is None and not sum_time and isinstance(cols, slice):
@@ -546,7 +547,7 @@ class CubeReader:
         io.consumed(key)
         shape = tuple(min(c, n - o) for c, n, o in zip(arr.chunks, arr.shape, origin))
         if data is None:
-            return np.full(shape, arr.fill_value, dtype=arr.dtype)
+            return _rows_north_up(arr, np.full(shape, arr.fill_value, dtype=arr.dtype))
         if layout.checksummed:
             data = verified_payload(data, f"{path}: chunk {chunk_label(arr, cidx)}")
         full = np.frombuffer(_BLOSC.decode(data), dtype=layout.dtype).reshape(arr.chunks)

@@ -152,8 +152,8 @@ def _target_zscored(win: WindowData, bands: tuple[int, int], z_out: np.ndarray |
     pass reads cached data, with no window-sized temporaries.
 
     y is the window mean with the tile's fixed water column: the weighted sum of the snapshots,
-    accumulated snapshot by snapshot (the order an einsum over the snapshots adds in), divided by
-    the total weight, valid where that sum is finite and the cell is water. Only water cells that
+    accumulated snapshot by snapshot (starting from the first snapshot's term), divided by the
+    total weight, valid where that sum is finite and the cell is water. Only water cells that
     some snapshot lacks (NaN or inf there; normally none, GLORYS's mask is fixed) take the
     NaN-aware mean over the snapshots that have them. A cell whose mean is not finite is invalid,
     so no NaN or inf is ever valid. With ``win.glorys_finite`` (every snapshot
@@ -173,7 +173,8 @@ def _target_zscored(win: WindowData, bands: tuple[int, int], z_out: np.ndarray |
     acc, term = np.empty((block,) + shape[1:], np.float32), np.empty((block,) + shape[1:], np.float32)
     level0 = np.empty(shape[1:], np.float32)
     total_weight, partial = np.float32(weights.sum()), []
-    finite = win.glorys_finite and total_weight < 1e8  # every water sum finite: valid is water
+    # every water cell's sum finite (weights that are days: >= 0, summing to 1 .. 1e8): valid is water
+    finite = win.glorys_finite and 0 < total_weight < 1e8 and bool((weights >= 0).all())
     if finite:
         np.copyto(valid, water)
         water_bits = win.water_bits if win.water_bits is not None else word_mask(water)

@@ -65,7 +65,8 @@ which made stacking a 32-sample argo batch 4x faster (``python -m bench.huge_pag
 
 Faults. A window whose sample cannot be built (an unreadable chunk, a non-finite profile sum
 that would reach the model: :func:`loaders.sample.assemble` masks or rejects every non-finite
-value, so no separate finite check runs) raises :class:`SampleError` naming the cube, the patch and the centre
+value, so no finite-check pass over the tensors runs; GLORYS snapshots are checked once per tile
+and snapshot, :func:`loaders.sample.finite_over_water`) raises :class:`SampleError` naming the cube, the patch and the centre
 day; with ``on_error='raise'`` (default) it propagates, from a DataLoader worker too (torch
 re-raises it in the training process with the worker's traceback); with ``on_error='skip'`` the
 window is logged and skipped (under DDP a skip makes ranks unequal: keep ``raise`` there).

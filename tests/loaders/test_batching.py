@@ -296,6 +296,14 @@ def test_target_of_snapshots_finite_over_water_equals_the_plain_mean_to_the_bit(
         np.testing.assert_array_equal(valid, water)
         assert z.tobytes() == _zscore(mean[bands[0]:bands[1]], water[bands[0]:bands[1]]).tobytes()
         assert y0[water[0]].tobytes() == mean[0][water[0]].tobytes()
+    # the flag is the caller's promise, not checked again (what makes the check per tile pay):
+    # a water cell NaN in every snapshot stays valid here, and only here
+    damaged = glorys.copy()
+    cell = np.unravel_index(np.flatnonzero(water)[0], water.shape)
+    damaged[(slice(None),) + cell] = np.nan
+    for flag, expected in ((True, True), (False, False)):
+        trusted = replace(win, glorys=list(damaged), glorys_finite=flag)
+        assert _target_zscored(trusted, (0, levels))[1][cell] == expected
 
 
 def test_a_water_cell_damaged_in_every_snapshot_is_masked_and_nothing_else_moves(tiny_cube, tmp_path):
